@@ -1,0 +1,203 @@
+"""``orchestrator``: run | web | worker | migrate | demo | import FILE | create-api-key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator import auth, db, intake, logs, portfolio, queue, runtime
+from orchestrator.policy.rules import RulesError, load_rules
+from orchestrator.settings import Settings
+
+IMPORT_CHUNK = 1000
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _check_rules(settings: Settings) -> None:
+    try:
+        load_rules(settings.rules_file)
+    except RulesError as exc:
+        raise SystemExit(f"orchestrator: {exc}") from exc
+
+
+async def _run(settings: Settings, *, web_app: bool, worker: bool, migrate: bool) -> None:
+    with runtime.redis_for(settings) as redis_url:
+        async with runtime.running(settings, redis_url, web_app=web_app, worker=worker, migrate=migrate) as handle:
+            if handle.url:
+                print(f"orchestrator listening on {handle.url}  (Ctrl-C stops)", file=sys.stderr)
+            await runtime.wait_for_signal()
+
+
+async def _migrate(settings: Settings) -> None:
+    await db.upgrade(settings.resolved_database_url)
+    print(f"database at head: {_safe_url(settings.resolved_database_url)}", file=sys.stderr)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def _create_api_key(settings: Settings, scopes: list[str], name: str) -> str:
+    await db.upgrade(settings.resolved_database_url)
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        return await auth.create_api_key(db.session_factory(engine), name=name, scopes=scopes)
+    finally:
+        await engine.dispose()
+
+
+async def _import(settings: Settings, path: Path, fmt: str | None, errors_path: Path | None) -> int:
+    from tqdm import tqdm
+
+    total = portfolio.count_rows(path, fmt)
+    engine = db.create_engine(settings.resolved_database_url)
+    sessions = db.session_factory(engine)
+    counts = {"queued": 0, "existing": 0, "rejected": 0}
+    problems: list[tuple[int, str, str]] = []
+    try:
+        with runtime.redis_for(settings) as redis_url:
+            redis = await queue.connect(redis_url)
+            try:
+                rows = portfolio.read_rows(path, fmt)
+                with tqdm(total=total, unit="contact", desc=f"importing {path.name}", file=sys.stderr) as bar:
+                    chunk: list[portfolio.Row] = []
+                    for row in rows:
+                        chunk.append(row)
+                        if len(chunk) >= IMPORT_CHUNK:
+                            _tally(await _import_chunk(sessions, redis, settings, chunk), chunk, counts, problems)
+                            bar.update(len(chunk))
+                            chunk = []
+                    if chunk:
+                        _tally(await _import_chunk(sessions, redis, settings, chunk), chunk, counts, problems)
+                        bar.update(len(chunk))
+            finally:
+                await redis.aclose()
+    finally:
+        await engine.dispose()
+    print(
+        f"{counts['queued']} queued, {counts['existing']} already known (idempotency key), "
+        f"{counts['rejected']} rejected",
+        file=sys.stderr,
+    )
+    if problems:
+        target = errors_path or path.with_name(path.name + ".errors.csv")
+        with target.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "location", "problem"])
+            writer.writerows(problems)
+        for line, loc, msg in problems[:20]:
+            print(f"  line {line}: {loc}: {msg}", file=sys.stderr)
+        if len(problems) > 20:
+            print(f"  ... {len(problems) - 20} more", file=sys.stderr)
+        print(f"every rejected row is listed in {target}", file=sys.stderr)
+    return 1 if counts["rejected"] else 0
+
+
+async def _import_chunk(
+    sessions: Any, redis: Any, settings: Settings, chunk: list[portfolio.Row]
+) -> list[intake.ItemResult]:
+    items: list[Any] = []
+    for index, row in enumerate(chunk):
+        if row.error is not None:
+            items.append(
+                intake.ItemResult(index=index, http_status=400, title="Malformed row", errors=[{"loc": [], "msg": row.error}])
+            )
+        else:
+            items.append(intake.parse_item(index, row.item))
+    return await intake.accept(sessions, redis, settings.queue_name, items, source="import")
+
+
+def _tally(
+    results: list[intake.ItemResult],
+    chunk: list[portfolio.Row],
+    counts: dict[str, int],
+    problems: list[tuple[int, str, str]],
+) -> None:
+    for result in results:
+        line = chunk[result.index].line
+        if result.ok:
+            counts["existing" if result.existing else "queued"] += 1
+            continue
+        counts["rejected"] += 1
+        for error in result.errors or [{"loc": [], "msg": result.detail or result.title or "rejected"}]:
+            loc = ".".join(str(p) for p in error["loc"]) or "(row)"
+            problems.append((line, loc, str(error["msg"])))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Multichannel communication orchestrator for debt collection. "
+        "Settings come from ORCH_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="API, webhooks and a worker in one process (embedded defaults when unset)")
+    sub.add_parser("web", help="the HTTP service only")
+    sub.add_parser("worker", help="one worker process (run as many as you like)")
+    sub.add_parser("migrate", help="bring the database schema to the newest version")
+    demo = sub.add_parser("demo", help="run everything, enqueue a sample portfolio, show where to look")
+    demo.add_argument("--exit", action="store_true", help="stop once the sample has been handled")
+    demo.add_argument(
+        "--always-open",
+        action="store_true",
+        help="demo only: contact windows open around the clock (NOT lawful; for trying it out at night)",
+    )
+    imp = sub.add_parser("import", help="enqueue a portfolio file (CSV or NDJSON)")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--format", choices=["csv", "ndjson"])
+    imp.add_argument("--errors", type=Path, help="where to write rejected rows (default FILE.errors.csv)")
+    key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
+    key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
+    key.add_argument("--name", default=None, help="a label, e.g. the upstream system's name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    command = args.command
+    if command in ("run", "web", "worker", "demo"):
+        _check_rules(settings)
+    if command == "run":
+        asyncio.run(_run(settings, web_app=True, worker=True, migrate=True))
+    elif command == "web":
+        asyncio.run(_run(settings, web_app=True, worker=False, migrate=False))
+    elif command == "worker":
+        asyncio.run(_run(settings, web_app=False, worker=True, migrate=False))
+    elif command == "migrate":
+        asyncio.run(_migrate(settings))
+    elif command == "demo":
+        from orchestrator.sandbox.demo import run_demo
+
+        return asyncio.run(run_demo(settings, exit_when_done=args.exit, always_open=args.always_open))
+    elif command == "import":
+        try:
+            return asyncio.run(_import(settings, args.file, args.format, args.errors))
+        except (portfolio.PortfolioError, OSError) as exc:
+            print(f"orchestrator import: {exc}", file=sys.stderr)
+            return 2
+    elif command == "create-api-key":
+        try:
+            scopes = auth.parse_scopes(args.scopes)
+        except ValueError as exc:
+            print(f"orchestrator create-api-key: {exc}", file=sys.stderr)
+            return 2
+        name = args.name or f"key-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+        print(asyncio.run(_create_api_key(settings, scopes, name)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,423 @@
+"""The contact log store: every SQL statement the orchestrator runs lives here.
+
+Callers (HTTP handlers, jobs) own the transaction; these functions only read and write within it. Status
+changes are conditional updates (``WHERE status IN (...)``) so that concurrent workers, late callbacks and
+operator actions never move a contact backwards or send it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.models import (
+    ApiKey,
+    Attempt,
+    Base,
+    Case,
+    CaseEvent,
+    Contact,
+    Debtor,
+    TimelineEvent,
+    new_id,
+    utcnow,
+)
+
+_CHUNK = 500
+OPEN_STATUSES = ("queued", "scheduled")
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---- API keys ----
+
+
+async def insert_api_key(session: AsyncSession, *, name: str, key_hash: str, scopes: list[str]) -> str:
+    key_id = new_id()
+    session.add(ApiKey(id=key_id, name=name, key_hash=key_hash, scopes=scopes, created_at=utcnow()))
+    await session.flush()
+    return key_id
+
+
+async def find_api_key_scopes(session: AsyncSession, key_hash: str) -> list[str] | None:
+    row = (
+        await session.execute(
+            select(ApiKey.scopes).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        )
+    ).first()
+    return list(row[0]) if row else None
+
+
+# ---- intake ----
+
+
+async def find_contacts_by_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+    """idempotency_key -> (contact id, body sha256, status)."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for chunk in _chunks(keys):
+        rows = await session.execute(
+            select(Contact.idempotency_key, Contact.id, Contact.body_sha256, Contact.status).where(
+                Contact.idempotency_key.in_(chunk)
+            )
+        )
+        for key, cid, sha, status in rows:
+            found[key] = (cid, sha, status)
+    return found
+
+
+async def find_case_owners(session: AsyncSession, case_ids: Sequence[str]) -> dict[str, str]:
+    owners: dict[str, str] = {}
+    for chunk in _chunks(case_ids):
+        for cid, debtor_id in await session.execute(
+            select(Case.id, Case.debtor_id).where(Case.id.in_(chunk))
+        ):
+            owners[cid] = debtor_id
+    return owners
+
+
+async def upsert_debtors(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Latest data from upstream wins; a debtor appears once per call."""
+    if not rows:
+        return
+    stmt = _insert(session, Debtor)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Debtor.id],
+        set_={
+            "type": stmt.excluded.type,
+            "name": stmt.excluded.name,
+            "national_id": func.coalesce(stmt.excluded.national_id, Debtor.national_id),
+            "organisation_number": func.coalesce(stmt.excluded.organisation_number, Debtor.organisation_number),
+            "contact_points": stmt.excluded.contact_points,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    for chunk in _chunks(rows):
+        await session.execute(stmt, list(chunk))
+
+
+async def upsert_cases(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Case details follow upstream; the case's status (held, closed) is ours and is not overwritten."""
+    if not rows:
+        return
+    stmt = _insert(session, Case)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Case.id],
+        set_={
+            "creditor_name": stmt.excluded.creditor_name,
+            "details": stmt.excluded.details,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    for chunk in _chunks(rows):
+        await session.execute(stmt, list(chunk))
+
+
+async def insert_contacts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new contacts; a key that a concurrent request already took is skipped, not an error."""
+    if not rows:
+        return
+    stmt = _insert(session, Contact).on_conflict_do_nothing(index_elements=[Contact.idempotency_key])
+    for chunk in _chunks(rows):
+        await session.execute(stmt, list(chunk))
+
+
+async def add_timeline(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    for chunk in _chunks(rows):
+        await session.execute(_insert(session, TimelineEvent), [{"id": new_id(), **row} for row in chunk])
+
+
+def timeline_row(
+    *,
+    debtor_id: str,
+    type: str,
+    source: str = "orchestrator",
+    at: datetime | None = None,
+    case_id: str | None = None,
+    contact_id: str | None = None,
+    attempt_id: str | None = None,
+    status: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "debtor_id": debtor_id,
+        "case_id": case_id,
+        "contact_id": contact_id,
+        "attempt_id": attempt_id,
+        "at": at or utcnow(),
+        "type": type,
+        "status": status,
+        "source": source,
+        "detail": detail or {},
+    }
+
+
+# ---- reading the log ----
+
+
+async def get_contact(session: AsyncSession, contact_id: str) -> Contact | None:
+    return await session.get(Contact, contact_id)
+
+
+async def get_attempts(session: AsyncSession, contact_id: str) -> list[Attempt]:
+    rows = await session.execute(select(Attempt).where(Attempt.contact_id == contact_id).order_by(Attempt.id))
+    return list(rows.scalars())
+
+
+async def get_events_for_attempts(
+    session: AsyncSession, attempt_ids: Sequence[str]
+) -> dict[str, list[TimelineEvent]]:
+    out: dict[str, list[TimelineEvent]] = {aid: [] for aid in attempt_ids}
+    if not attempt_ids:
+        return out
+    rows = await session.execute(
+        select(TimelineEvent).where(TimelineEvent.attempt_id.in_(attempt_ids)).order_by(TimelineEvent.id)
+    )
+    for event in rows.scalars():
+        if event.attempt_id is not None:
+            out[event.attempt_id].append(event)
+    return out
+
+
+async def list_contacts(
+    session: AsyncSession,
+    *,
+    debtor_id: str | None = None,
+    case_id: str | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: str | None = None,
+    limit: int = 50,
+) -> list[Contact]:
+    """Newest first. ``channel`` matches the chosen channel (or the requested one before a decision)."""
+    query: Select[tuple[Contact]] = select(Contact)
+    conditions = []
+    if debtor_id is not None:
+        conditions.append(Contact.debtor_id == debtor_id)
+    if case_id is not None:
+        conditions.append(Contact.case_id == case_id)
+    if status is not None:
+        conditions.append(Contact.status == status)
+    if kind is not None:
+        conditions.append(Contact.kind == kind)
+    if channel is not None:
+        conditions.append(Contact.channel == channel)
+    if since is not None:
+        conditions.append(Contact.created_at >= since)
+    if until is not None:
+        conditions.append(Contact.created_at < until)
+    if before_id is not None:
+        conditions.append(Contact.id < before_id)
+    if conditions:
+        query = query.where(and_(*conditions))
+    rows = await session.execute(query.order_by(Contact.id.desc()).limit(limit))
+    return list(rows.scalars())
+
+
+async def debtor_exists(session: AsyncSession, debtor_id: str) -> bool:
+    return (await session.get(Debtor, debtor_id)) is not None
+
+
+async def timeline(
+    session: AsyncSession, debtor_id: str, *, after_id: str | None = None, limit: int = 200
+) -> list[TimelineEvent]:
+    query = select(TimelineEvent).where(TimelineEvent.debtor_id == debtor_id)
+    if after_id is not None:
+        query = query.where(TimelineEvent.id > after_id)
+    rows = await session.execute(query.order_by(TimelineEvent.id).limit(limit))
+    return list(rows.scalars())
+
+
+# ---- dispatch ----
+
+
+async def load_for_dispatch(session: AsyncSession, contact_id: str) -> tuple[Contact, Debtor, Case] | None:
+    row = (
+        await session.execute(
+            select(Contact, Debtor, Case)
+            .join(Debtor, Debtor.id == Contact.debtor_id)
+            .join(Case, Case.id == Contact.case_id)
+            .where(Contact.id == contact_id)
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def set_contact_status(
+    session: AsyncSession,
+    contact_id: str,
+    *,
+    status: str,
+    reason: str | None,
+    expected: Sequence[str],
+    now: datetime,
+    **values: Any,
+) -> bool:
+    """Move a contact to ``status`` only if it is still in one of ``expected``. True if it moved."""
+    result = await session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id, Contact.status.in_(expected))
+        .values(status=status, status_reason=reason, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_for_sending(session: AsyncSession, contact_id: str, *, now: datetime, **values: Any) -> bool:
+    """queued/scheduled -> sending, counted as one more try. Committed before any carrier is called."""
+    return await set_contact_status(
+        session,
+        contact_id,
+        status="sending",
+        reason=None,
+        expected=OPEN_STATUSES,
+        now=now,
+        send_tries=Contact.send_tries + 1,
+        **values,
+    )
+
+
+async def insert_attempt(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(_insert(session, Attempt), [row])
+
+
+async def update_attempt(session: AsyncSession, attempt_id: str, *, now: datetime, **values: Any) -> None:
+    await session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id)
+        .values(updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def mark_needs_reconciliation(session: AsyncSession, contact_id: str, *, now: datetime) -> bool:
+    """A contact found ``sending`` by a second run: we cannot know whether the carrier took it, so we do not
+    send again; an operator (or the carrier's status API) settles it."""
+    result = await session.execute(
+        update(Contact)
+        .where(
+            Contact.id == contact_id,
+            Contact.status == "sending",
+            func.coalesce(Contact.status_reason, "") != "needs_reconciliation",
+        )
+        .values(status_reason="needs_reconciliation", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def attempts_in_flight(session: AsyncSession, contact_id: str) -> list[str]:
+    rows = await session.execute(
+        select(Attempt.id).where(Attempt.contact_id == contact_id, Attempt.status == "sending")
+    )
+    return [r[0] for r in rows]
+
+
+# ---- sweeper ----
+
+
+async def stale_open_contacts(
+    session: AsyncSession, *, queued_before: datetime, due_before: datetime, limit: int
+) -> list[tuple[str, str, datetime | None]]:
+    """Contacts a crash may have left without a job: queued for too long, or scheduled and overdue."""
+    rows = await session.execute(
+        select(Contact.id, Contact.status, Contact.send_at)
+        .where(
+            ((Contact.status == "queued") & (Contact.updated_at < queued_before))
+            | ((Contact.status == "scheduled") & (Contact.send_at < due_before))
+        )
+        .order_by(Contact.id)
+        .limit(limit)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def stale_sending_contacts(session: AsyncSession, *, before: datetime, limit: int) -> list[tuple[str, str]]:
+    rows = await session.execute(
+        select(Contact.id, Contact.debtor_id)
+        .where(
+            Contact.status == "sending",
+            Contact.updated_at < before,
+            func.coalesce(Contact.status_reason, "") != "needs_reconciliation",
+        )
+        .limit(limit)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+# ---- cases ----
+
+
+async def get_case(session: AsyncSession, case_id: str) -> Case | None:
+    return await session.get(Case, case_id)
+
+
+async def insert_case_event(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(_insert(session, CaseEvent), [row])
+
+
+async def set_case_status(
+    session: AsyncSession, case_id: str, *, status: str, reason: str | None, now: datetime
+) -> None:
+    await session.execute(
+        update(Case)
+        .where(Case.id == case_id)
+        .values(status=status, status_reason=reason, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def move_case_contacts(
+    session: AsyncSession,
+    case_id: str,
+    *,
+    from_statuses: Sequence[str],
+    to_status: str,
+    reason: str,
+    now: datetime,
+    only_reason: str | None = None,
+) -> list[str]:
+    """Move every contact of a case in ``from_statuses`` at once (a dispute holds them all); returns their ids."""
+    conditions = [Contact.case_id == case_id, Contact.status.in_(from_statuses)]
+    if only_reason is not None:
+        conditions.append(Contact.status_reason == only_reason)
+    ids = [r[0] for r in await session.execute(select(Contact.id).where(*conditions))]
+    if ids:
+        await session.execute(
+            update(Contact)
+            .where(Contact.id.in_(ids), Contact.status.in_(from_statuses))
+            .values(status=to_status, status_reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+# ---- maintenance (tests, demo) ----
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Contact.status, func.count()).group_by(Contact.status))
+    return {status: count for status, count in rows}
+
+
+async def delete_everything(session: AsyncSession) -> None:
+    """Empty every table (tests only): children first."""
+    for table in reversed(Base.metadata.sorted_tables):
+        await session.execute(delete(table))

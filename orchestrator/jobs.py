@@ -1,0 +1,520 @@
+"""The worker's jobs. Every job is safe to run twice: arq delivers at least once.
+
+``process_contact`` decides, renders, claims (queued/scheduled → sending, committed), sends, and records. A run
+that finds its contact already ``sending`` cannot know whether the carrier took it, so it never sends again:
+it marks the contact ``needs_reconciliation``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from arq import Retry
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from channels.base import (
+    Channel,
+    ChannelConfigurationError,
+    Outgoing,
+    PermanentChannelError,
+    PostalAddress,
+    TransientChannelError,
+    UncertainDeliveryError,
+)
+from orchestrator import contact_log as store
+from orchestrator import metrics, queue
+from orchestrator.identifiers import is_mobile
+from orchestrator.logs import get_logger
+from orchestrator.message_context import build_context
+from orchestrator.models import Case, Contact, Debtor, new_id, utcnow
+from orchestrator.policy.decide import ChannelOption, Decision, DecisionInput, DebtorFacts, decide
+from orchestrator.policy.rules import RuleSet
+from orchestrator.rendering import RenderedMessage, Renderer, RenderError, TemplateNotFound
+from orchestrator.settings import Settings
+
+log = get_logger(__name__)
+# A deferred job may wake a little early; within this slack it is "now".
+SCHEDULE_SLACK = timedelta(seconds=1)
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    channels: dict[str, Channel]
+    renderer: Renderer
+    templates: frozenset[tuple[str, str, str, str]]
+    rules: RuleSet
+    # The time source; tests pin it to a Friday night or a holiday.
+    clock: Callable[[], datetime] = utcnow
+
+    @property
+    def channel_options(self) -> dict[str, ChannelOption]:
+        return {name: ChannelOption(name, ch.provider, ch.limits) for name, ch in self.channels.items()}
+
+
+def decision_input(contact: Contact, debtor: Debtor, case: Case) -> DecisionInput:
+    points = debtor.contact_points
+    return DecisionInput(
+        kind=contact.kind,
+        language=contact.language,
+        channel_preference=contact.channel_preference,
+        not_before=contact.not_before,
+        debtor=DebtorFacts(
+            type=debtor.type,
+            emails=tuple(points.get("emails", [])),
+            mobiles=tuple(p for p in points.get("phones", []) if is_mobile(p)),
+            addresses=tuple(points.get("addresses", [])),
+            evidence=tuple(points.get("electronic_notice_evidence", [])),
+            unusable=frozenset(points.get("unusable", [])),
+        ),
+        case_status=case.status,
+        case_status_reason=case.status_reason,
+        due_date=datetime.fromisoformat(case.details["due_date"]).date(),
+    )
+
+
+def retry_delay_s(settings: Settings, tries: int) -> float:
+    """Exponential backoff with ±10 % jitter so that a carrier outage does not end in a thundering herd."""
+    delay = min(settings.retry_base_delay_s * (2 ** max(tries - 1, 0)), settings.retry_max_delay_s)
+    return delay * random.uniform(0.9, 1.1)
+
+
+def _outgoing(contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, msg: RenderedMessage) -> Outgoing:
+    postal = None
+    if decision.channel == "letter" and decision.address:
+        *lines, tail = decision.address.split("\n")
+        code, _, city = tail.partition(" ")
+        postal = PostalAddress(lines=tuple(lines), postal_code=code, city=city)
+    return Outgoing(
+        contact_id=contact.id,
+        attempt_id=attempt_id,
+        channel=decision.channel or "",
+        to=decision.address or "",
+        recipient_name=debtor.name,
+        subject=msg.subject,
+        text=msg.text,
+        html=msg.html,
+        postal_address=postal,
+        metadata={"kind": contact.kind, "template": msg.template},
+    )
+
+
+async def _finish_without_sending(state: WorkerState, contact: Contact, decision: Decision, now: datetime) -> str:
+    async with state.sessions() as session, session.begin():
+        moved = await store.set_contact_status(
+            session,
+            contact.id,
+            status=decision.outcome,
+            reason=decision.status_reason,
+            expected=store.OPEN_STATUSES,
+            now=now,
+            decision=decision.as_json(),
+        )
+        if moved:
+            await store.add_timeline(
+                session,
+                [
+                    store.timeline_row(
+                        debtor_id=contact.debtor_id,
+                        case_id=contact.case_id,
+                        contact_id=contact.id,
+                        type="decision",
+                        status=decision.outcome,
+                        detail=decision.as_json(),
+                        at=now,
+                    )
+                ],
+            )
+    metrics.DECISIONS.labels(decision.outcome).inc()
+    return decision.outcome if moved else "skipped"
+
+
+async def _schedule(state: WorkerState, contact: Contact, decision: Decision, now: datetime) -> str:
+    assert decision.send_at is not None
+    async with state.sessions() as session, session.begin():
+        moved = await store.set_contact_status(
+            session,
+            contact.id,
+            status="scheduled",
+            reason="outside_contact_window" if "outside_contact_window" in decision.reasons else "not_before",
+            expected=store.OPEN_STATUSES,
+            now=now,
+            send_at=decision.send_at,
+            channel=decision.channel,
+            decision=decision.as_json(),
+        )
+        if moved and (contact.status != "scheduled" or contact.send_at != decision.send_at):
+            await store.add_timeline(
+                session,
+                [
+                    store.timeline_row(
+                        debtor_id=contact.debtor_id,
+                        case_id=contact.case_id,
+                        contact_id=contact.id,
+                        type="scheduled",
+                        status="scheduled",
+                        detail=decision.as_json(),
+                        at=now,
+                    )
+                ],
+            )
+    if moved:
+        await queue.enqueue_contact(state.redis, state.settings.queue_name, contact.id, send_at=decision.send_at)
+    metrics.DECISIONS.labels("scheduled").inc()
+    return "scheduled" if moved else "skipped"
+
+
+async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
+    state: WorkerState = ctx["state"]
+    now = state.clock()
+    async with state.sessions() as session:
+        row = await store.load_for_dispatch(session, contact_id)
+    if row is None:
+        log.warning("contact not found", contact_id=contact_id)
+        return "missing"
+    contact, debtor, case = row
+
+    if contact.status == "sending":
+        async with state.sessions() as session, session.begin():
+            if await store.mark_needs_reconciliation(session, contact_id, now=now):
+                await store.add_timeline(
+                    session,
+                    [
+                        store.timeline_row(
+                            debtor_id=contact.debtor_id,
+                            case_id=contact.case_id,
+                            contact_id=contact_id,
+                            type="needs_reconciliation",
+                            status="sending",
+                            detail={"why": "a second run found the contact already being sent; not re-sent"},
+                            at=now,
+                        )
+                    ],
+                )
+        log.warning("contact already sending; marked for reconciliation", contact_id=contact_id)
+        return "needs_reconciliation"
+    if contact.status not in store.OPEN_STATUSES:
+        return f"skipped:{contact.status}"
+
+    decision = decide(
+        decision_input(contact, debtor, case),
+        channels=state.channel_options,
+        templates=state.templates,
+        rules=state.rules,
+        now=now,
+    )
+    if decision.outcome != "send":
+        return await _finish_without_sending(state, contact, decision, now)
+    assert decision.send_at is not None and decision.channel is not None
+    if decision.send_at > now + SCHEDULE_SLACK:
+        return await _schedule(state, contact, decision, now)
+
+    zone = state.rules.contact_windows.zone
+    try:
+        rendered = state.renderer.render(
+            language=contact.language,
+            kind=contact.kind,
+            variant=decision.variant or "neutral",
+            channel=decision.channel,
+            context=build_context(
+                contact=contact,
+                debtor=debtor,
+                case=case,
+                decision=decision,
+                send_date=now.astimezone(zone).date(),
+                base_url=state.settings.resolved_public_base_url,
+            ),
+        )
+    except (TemplateNotFound, RenderError) as exc:
+        log.error("template failed", contact_id=contact_id, error=str(exc))
+        failed = Decision(**{**decision.__dict__, "outcome": "suppressed", "status_reason": "template_error"})
+        async with state.sessions() as session, session.begin():
+            await store.set_contact_status(
+                session,
+                contact_id,
+                status="failed",
+                reason="template_error",
+                expected=store.OPEN_STATUSES,
+                now=now,
+                decision=failed.as_json(),
+            )
+            await store.add_timeline(
+                session,
+                [
+                    store.timeline_row(
+                        debtor_id=contact.debtor_id,
+                        case_id=contact.case_id,
+                        contact_id=contact_id,
+                        type="failed",
+                        status="failed",
+                        detail={"reason": "template_error", "error": str(exc)},
+                        at=now,
+                    )
+                ],
+            )
+        return "failed"
+
+    attempt_id = new_id()
+    channel = state.channels[decision.channel]
+    async with state.sessions() as session, session.begin():
+        if not await store.claim_for_sending(
+            session, contact_id, now=now, channel=decision.channel, decision=decision.as_json(), send_at=now
+        ):
+            return "lost_claim"
+        await store.insert_attempt(
+            session,
+            {
+                "id": attempt_id,
+                "contact_id": contact_id,
+                "channel": decision.channel,
+                "provider": channel.provider,
+                "provider_message_id": None,
+                "address": decision.address or "",
+                "status": "sending",
+                "status_reason": None,
+                "template": rendered.template,
+                "variant": decision.variant or "neutral",
+                "rule_version": decision.rule_version,
+                "content_sha256": rendered.content_sha256,
+                "content": {"subject": rendered.subject, "text": rendered.text, "html": rendered.html},
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        await store.add_timeline(
+            session,
+            [
+                store.timeline_row(
+                    debtor_id=contact.debtor_id,
+                    case_id=contact.case_id,
+                    contact_id=contact_id,
+                    type="decision",
+                    status="sending",
+                    detail=decision.as_json(),
+                    at=now,
+                )
+            ],
+        )
+    metrics.DECISIONS.labels("send").inc()
+    # From here until the result is committed, a crash leaves the contact "sending": never re-sent blindly.
+    outgoing = _outgoing(contact, attempt_id, decision, debtor, rendered)
+    with metrics.SEND_SECONDS.labels(decision.channel, channel.provider).time():
+        try:
+            receipt = await channel.send(outgoing)
+        except TransientChannelError as exc:
+            return await _after_transient(state, contact, attempt_id, decision, exc)
+        except (PermanentChannelError, ChannelConfigurationError) as exc:
+            return await _after_failure(state, contact, attempt_id, decision, exc)
+        except UncertainDeliveryError as exc:
+            return await _after_uncertain(state, contact, attempt_id, decision, exc)
+
+    done = state.clock()
+    async with state.sessions() as session, session.begin():
+        await store.update_attempt(
+            session,
+            attempt_id,
+            now=done,
+            status="sent",
+            provider=receipt.provider,
+            provider_message_id=receipt.provider_message_id,
+        )
+        await store.set_contact_status(
+            session, contact_id, status="sent", reason=None, expected=("sending",), now=done
+        )
+        await store.add_timeline(
+            session,
+            [
+                store.timeline_row(
+                    debtor_id=contact.debtor_id,
+                    case_id=contact.case_id,
+                    contact_id=contact_id,
+                    attempt_id=attempt_id,
+                    type="attempt",
+                    status="sent",
+                    source=receipt.provider,
+                    detail={
+                        "channel": decision.channel,
+                        "address": decision.address,
+                        "provider_message_id": receipt.provider_message_id,
+                        **receipt.detail,
+                    },
+                    at=done,
+                )
+            ],
+        )
+    metrics.SENDS.labels(decision.channel, receipt.provider, "sent").inc()
+    log.info("sent", contact_id=contact_id, attempt_id=attempt_id, channel=decision.channel)
+    return "sent"
+
+
+async def _after_transient(
+    state: WorkerState, contact: Contact, attempt_id: str, decision: Decision, exc: TransientChannelError
+) -> str:
+    now = state.clock()
+    tries = contact.send_tries + 1
+    exhausted = tries >= state.settings.send_max_tries
+    delay = exc.retry_after_s if exc.retry_after_s is not None else retry_delay_s(state.settings, tries)
+    retry_at = now + timedelta(seconds=delay)
+    async with state.sessions() as session, session.begin():
+        await store.update_attempt(session, attempt_id, now=now, status="failed", status_reason=exc.reason)
+        if exhausted:
+            await store.set_contact_status(
+                session,
+                contact.id,
+                status="failed",
+                reason=f"retries_exhausted:{exc.reason}",
+                expected=("sending",),
+                now=now,
+            )
+        else:
+            await store.set_contact_status(
+                session,
+                contact.id,
+                status="scheduled",
+                reason=f"retry:{exc.reason}",
+                expected=("sending",),
+                now=now,
+                send_at=retry_at,
+            )
+        await store.add_timeline(
+            session,
+            [
+                store.timeline_row(
+                    debtor_id=contact.debtor_id,
+                    case_id=contact.case_id,
+                    contact_id=contact.id,
+                    attempt_id=attempt_id,
+                    type="attempt",
+                    status="failed",
+                    source=state.channels[decision.channel or ""].provider,
+                    detail={
+                        "reason": exc.reason,
+                        "error": str(exc),
+                        "transient": True,
+                        "tries": tries,
+                        "retry_at": None if exhausted else retry_at.isoformat(),
+                    },
+                    at=now,
+                )
+            ],
+        )
+    metrics.SENDS.labels(decision.channel or "", decision.provider or "", "transient_error").inc()
+    if exhausted:
+        log.warning("retries exhausted", contact_id=contact.id, reason=exc.reason, tries=tries)
+        return "failed"
+    log.info("transient carrier error; retrying", contact_id=contact.id, reason=exc.reason, delay_s=delay)
+    raise Retry(defer=delay)
+
+
+async def _after_failure(
+    state: WorkerState, contact: Contact, attempt_id: str, decision: Decision, exc: Exception
+) -> str:
+    now = state.clock()
+    reason = getattr(exc, "reason", "carrier_error")
+    async with state.sessions() as session, session.begin():
+        await store.update_attempt(session, attempt_id, now=now, status="failed", status_reason=reason)
+        await store.set_contact_status(
+            session, contact.id, status="failed", reason=reason, expected=("sending",), now=now
+        )
+        await store.add_timeline(
+            session,
+            [
+                store.timeline_row(
+                    debtor_id=contact.debtor_id,
+                    case_id=contact.case_id,
+                    contact_id=contact.id,
+                    attempt_id=attempt_id,
+                    type="attempt",
+                    status="failed",
+                    source=decision.provider or "",
+                    detail={"reason": reason, "error": str(exc), "transient": False},
+                    at=now,
+                )
+            ],
+        )
+    metrics.SENDS.labels(decision.channel or "", decision.provider or "", "failed").inc()
+    log.warning("carrier refused the message", contact_id=contact.id, reason=reason)
+    return "failed"
+
+
+async def _after_uncertain(
+    state: WorkerState, contact: Contact, attempt_id: str, decision: Decision, exc: UncertainDeliveryError
+) -> str:
+    """The carrier may have the message: leave the contact ``sending`` for reconciliation, never resend."""
+    now = state.clock()
+    async with state.sessions() as session, session.begin():
+        await store.update_attempt(session, attempt_id, now=now, status_reason=exc.reason)
+        await store.mark_needs_reconciliation(session, contact.id, now=now)
+        await store.add_timeline(
+            session,
+            [
+                store.timeline_row(
+                    debtor_id=contact.debtor_id,
+                    case_id=contact.case_id,
+                    contact_id=contact.id,
+                    attempt_id=attempt_id,
+                    type="needs_reconciliation",
+                    status="sending",
+                    source=decision.provider or "",
+                    detail={"reason": exc.reason, "error": str(exc)},
+                    at=now,
+                )
+            ],
+        )
+    metrics.SENDS.labels(decision.channel or "", decision.provider or "", "uncertain").inc()
+    log.warning("delivery outcome unknown; awaiting reconciliation", contact_id=contact.id, reason=exc.reason)
+    return "needs_reconciliation"
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Re-enqueue contacts a crash left without a job, and flag contacts stuck in ``sending``."""
+    state: WorkerState = ctx["state"]
+    settings = state.settings
+    now = state.clock()
+    stale = now - timedelta(seconds=settings.sweeper_stale_after_s)
+    async with state.sessions() as session:
+        open_rows = await store.stale_open_contacts(session, queued_before=stale, due_before=stale, limit=5000)
+    requeued = 0
+    for contact_id, status, send_at in open_rows:
+        if status == "queued":
+            created = await queue.enqueue_contacts(state.redis, settings.queue_name, [contact_id])
+        else:
+            created = int(
+                await queue.enqueue_contact(state.redis, settings.queue_name, contact_id, send_at=send_at)
+            )
+        requeued += created
+    flagged = 0
+    async with state.sessions() as session, session.begin():
+        stuck = await store.stale_sending_contacts(
+            session, before=now - timedelta(seconds=settings.sending_timeout_s), limit=5000
+        )
+        for contact_id, debtor_id in stuck:
+            if await store.mark_needs_reconciliation(session, contact_id, now=now):
+                flagged += 1
+                await store.add_timeline(
+                    session,
+                    [
+                        store.timeline_row(
+                            debtor_id=debtor_id,
+                            contact_id=contact_id,
+                            type="needs_reconciliation",
+                            status="sending",
+                            source="sweeper",
+                            detail={"why": f"sending for more than {settings.sending_timeout_s:.0f} s"},
+                            at=now,
+                        )
+                    ],
+                )
+    metrics.SWEEPS.labels("requeued").inc(requeued)
+    metrics.SWEEPS.labels("needs_reconciliation").inc(flagged)
+    if requeued or flagged:
+        log.info("sweeper", requeued=requeued, needs_reconciliation=flagged)
+    return {"requeued": requeued, "needs_reconciliation": flagged}

@@ -1,0 +1,201 @@
+"""The contact log's tables. The database is the source of truth; Redis only carries ids and timing.
+
+Ids of rows we create are ULIDs (time-ordered), so "newest first" is ``ORDER BY id DESC`` and a cursor is the
+last id seen. Times are stored in UTC; ``UTCDateTime`` makes SQLite give them back timezone-aware too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id() -> str:
+    """A ULID: 48 bits of milliseconds and 80 random bits in Crockford base32, sortable by creation time."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Debtor(Base):
+    """A debtor as upstream knows it. ``national_id`` is used only to identify (R9) and is never returned."""
+
+    __tablename__ = "debtors"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(300))
+    national_id: Mapped[str | None] = mapped_column(String(11))
+    organisation_number: Mapped[str | None] = mapped_column(String(9))
+    # addresses, phones, emails, electronic_notice_evidence, as validated at intake
+    contact_points: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(ForeignKey("debtors.id"), index=True)
+    # open | held | closed; a held case sends nothing (R4 disputes, R8 bankruptcy)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    status_reason: Mapped[str | None] = mapped_column(String(100))
+    creditor_name: Mapped[str] = mapped_column(String(300))
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Contact(Base):
+    """One contact request from upstream, and where it stands."""
+
+    __tablename__ = "contacts"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    channel_preference: Mapped[str] = mapped_column(String(20))
+    # the channel the policy chose; null until decided
+    channel: Mapped[str | None] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(5))
+    not_before: Mapped[datetime | None]
+    debtor_id: Mapped[str] = mapped_column(ForeignKey("debtors.id"))
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str | None] = mapped_column(String(100))
+    send_at: Mapped[datetime | None]
+    send_tries: Mapped[int] = mapped_column(Integer, default=0)
+    decision: Mapped[dict[str, Any] | None]
+    variables: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_contacts_debtor_id_id", "debtor_id", "id"),
+        Index("ix_contacts_case_id_id", "case_id", "id"),
+        Index("ix_contacts_status_updated_at", "status", "updated_at"),
+        Index("ix_contacts_status_send_at", "status", "send_at"),
+    )
+
+
+class Attempt(Base):
+    """One try to deliver a contact on one channel to one address: the evidence of what was sent."""
+
+    __tablename__ = "attempts"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(40))
+    provider_message_id: Mapped[str | None] = mapped_column(String(300), index=True)
+    address: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str | None] = mapped_column(String(100))
+    template: Mapped[str] = mapped_column(String(200))
+    variant: Mapped[str] = mapped_column(String(60))
+    rule_version: Mapped[str] = mapped_column(String(60))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    # subject, text, html exactly as handed to the carrier, so an operator can show what was sent
+    content: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CarrierEvent(Base):
+    """A raw callback from a carrier, stored exactly once per (carrier, event id)."""
+
+    __tablename__ = "carrier_events"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    carrier: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(300))
+    attempt_id: Mapped[str | None] = mapped_column(ForeignKey("attempts.id"), index=True)
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+    __table_args__ = (Index("uq_carrier_events_carrier_event_id", "carrier", "event_id", unique=True),)
+
+
+class TimelineEvent(Base):
+    """Everything that passed between the orchestrator and a debtor, in time order."""
+
+    __tablename__ = "timeline_events"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(String(200))
+    case_id: Mapped[str | None] = mapped_column(String(200))
+    contact_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    attempt_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]]
+    __table_args__ = (Index("ix_timeline_events_debtor_id_id", "debtor_id", "id"),)
+
+
+class CaseEvent(Base):
+    """What happened to a case, from upstream (payments, disputes): the outcomes experiments are measured on."""
+
+    __tablename__ = "case_events"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]

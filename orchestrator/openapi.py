@@ -1,0 +1,198 @@
+"""``/openapi.json``, built from the router and the very pydantic models the handlers use.
+
+Every route the application serves must have an entry in ``OPERATIONS``; ``build_openapi`` refuses to start
+otherwise, so the document cannot drift from what the service does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from orchestrator import schemas
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    body: type[BaseModel] | None = None
+    ndjson: bool = False
+    responses: dict[int, tuple[str, type[BaseModel] | None, str]] = field(default_factory=dict)
+    query: tuple[tuple[str, str], ...] = ()
+    tag: str = "contacts"
+
+
+_ERR = {
+    401: ("Missing or unknown API key", schemas.Problem, PROBLEM),
+    403: ("The API key lacks the scope", schemas.Problem, PROBLEM),
+}
+
+OPERATIONS: dict[str, Operation] = {
+    "create_contact": Operation(
+        "Enqueue one contact request",
+        body=schemas.ContactRequest,
+        responses={
+            202: ("Accepted and queued", schemas.Accepted, "application/json"),
+            200: ("Same idempotency key and body: the existing contact; nothing is sent again", schemas.Accepted, "application/json"),
+            400: ("Malformed JSON", schemas.Problem, PROBLEM),
+            409: ("Same idempotency key with a different body", schemas.Problem, PROBLEM),
+            422: ("Invalid request; every problem listed with its location", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "create_contacts_batch": Operation(
+        "Enqueue up to 10,000 contact requests, each judged on its own",
+        body=schemas.BatchRequest,
+        ndjson=True,
+        responses={
+            200: ("One result per item, in order", schemas.BatchResult, "application/json"),
+            400: ("Malformed JSON", schemas.Problem, PROBLEM),
+            413: ("More than 10,000 items", schemas.Problem, PROBLEM),
+            422: ("Not a batch", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "get_contact": Operation(
+        "A contact with its decision and attempts",
+        responses={
+            200: ("The contact", schemas.ContactOut, "application/json"),
+            404: ("No such contact", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "list_contacts": Operation(
+        "Search the contact log, newest first, with cursor pagination",
+        query=(
+            ("debtor_id", "string"),
+            ("case_id", "string"),
+            ("status", "string"),
+            ("channel", "string"),
+            ("kind", "string"),
+            ("since", "string"),
+            ("until", "string"),
+            ("cursor", "string"),
+            ("limit", "integer"),
+        ),
+        responses={
+            200: ("A page of contacts", schemas.ContactPage, "application/json"),
+            400: ("Invalid query", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "debtor_timeline": Operation(
+        "Everything that passed between the orchestrator and a debtor, in time order",
+        query=(("cursor", "string"), ("limit", "integer")),
+        responses={
+            200: ("The timeline", schemas.Timeline, "application/json"),
+            404: ("No such debtor", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "case_event": Operation(
+        "Report what happened to a case; a dispute or bankruptcy holds every open contact at once",
+        body=schemas.CaseEventRequest,
+        tag="cases",
+        responses={
+            201: ("Recorded", schemas.CaseEventAccepted, "application/json"),
+            404: ("No such case", schemas.Problem, PROBLEM),
+            422: ("Invalid event", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "healthz": Operation("Alive", tag="operations", responses={200: ("Alive", schemas.Health, "application/json")}),
+    "readyz": Operation(
+        "Redis and the database are reachable",
+        tag="operations",
+        responses={
+            200: ("Ready", schemas.Health, "application/json"),
+            503: ("Not ready", schemas.Health, "application/json"),
+        },
+    ),
+    "metrics": Operation(
+        "Prometheus metrics", tag="operations", responses={200: ("Prometheus text format", None, "text/plain")}
+    ),
+    "openapi": Operation(
+        "This document", tag="operations", responses={200: ("OpenAPI 3.1", None, "application/json")}
+    ),
+}
+
+
+def build_openapi(app: web.Application, scopes: dict[str, str]) -> dict[str, Any]:
+    models: set[type[BaseModel]] = set()
+    for op in OPERATIONS.values():
+        if op.body is not None:
+            models.add(op.body)
+        models.update(m for _, m, _ in op.responses.values() if m is not None)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    _, top = models_json_schema(
+        [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+    )
+    components = top.get("$defs", {})
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.name is None:
+            continue
+        op = OPERATIONS.get(route.name)
+        if op is None:
+            raise RuntimeError(f"route {route.name!r} has no OpenAPI entry in orchestrator/openapi.py")
+        path = route.resource.canonical if route.resource is not None else ""
+        entry: dict[str, Any] = {
+            "operationId": route.name,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "responses": {
+                str(code): {"description": desc, **({"content": {ct: {"schema": ref(m)}}} if m else {})}
+                for code, (desc, m, ct) in sorted(op.responses.items())
+            },
+        }
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _path_params(path)
+        ]
+        params += [{"name": name, "in": "query", "required": False, "schema": {"type": t}} for name, t in op.query]
+        if params:
+            entry["parameters"] = params
+        if op.body is not None:
+            content: dict[str, Any] = {"application/json": {"schema": ref(op.body)}}
+            if op.ndjson:
+                content["application/x-ndjson"] = {
+                    "schema": ref(schemas.ContactRequest),
+                    "description": "one contact request per line",
+                }
+            entry["requestBody"] = {"required": True, "content": content}
+        if route.name in scopes:
+            entry["security"] = [{"apiKey": [scopes[route.name]]}]
+        paths.setdefault(path, {})[route.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Debt contact orchestrator",
+            "version": "1",
+            "description": "Enqueue contacts, report case events, read the contact log. Errors are "
+            "application/problem+json (RFC 9457). API keys carry scopes: contacts:write, contacts:read, "
+            "cases:write, console.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    out = []
+    for part in path.split("/"):
+        if part.startswith("{") and part.endswith("}"):
+            out.append(part[1:-1].split(":")[0])
+    return out

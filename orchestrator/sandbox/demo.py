@@ -1,0 +1,102 @@
+"""``orchestrator demo``: everything on embedded defaults, a sample portfolio through the public API, and a
+summary of where each contact went and where to look."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from orchestrator import auth, db, runtime
+from orchestrator.sandbox.sample_portfolio import sample_portfolio
+from orchestrator.settings import Settings
+
+ALWAYS_OPEN_RULES = Path(__file__).with_name("always_open_rules.toml")
+SETTLED = {"sent", "delivered", "read", "failed", "bounced", "returned", "held", "suppressed", "cancelled", "scheduled"}
+
+
+def _out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: bool) -> int:
+    if always_open:
+        settings = settings.model_copy(update={"rules_file": ALWAYS_OPEN_RULES})
+    with runtime.redis_for(settings) as redis_url:
+        async with runtime.running(settings, redis_url, migrate=True) as handle:
+            engine = db.create_engine(settings.resolved_database_url)
+            try:
+                key = await auth.create_api_key(
+                    db.session_factory(engine),
+                    name=f"demo-{uuid.uuid4().hex[:8]}",
+                    scopes=["contacts:write", "contacts:read", "cases:write"],
+                )
+            finally:
+                await engine.dispose()
+            ok = await _drive(settings, handle.url, key)
+            if exit_when_done:
+                return 0 if ok else 1
+            _out(f"\nThe orchestrator keeps running on {handle.url} — press Ctrl-C to stop.")
+            await runtime.wait_for_signal()
+    return 0
+
+
+async def _drive(settings: Settings, base: str, key: str) -> bool:
+    headers = {"Authorization": f"Bearer {key}"}
+    today = datetime.now(ZoneInfo("Europe/Oslo")).date()
+    contacts = sample_portfolio(today, uuid.uuid4().hex[:8])
+    async with aiohttp.ClientSession(base_url=base, headers=headers) as http:
+        async with http.post("/v1/contacts:batch", json={"contacts": contacts}) as resp:
+            batch = await resp.json()
+        _out(f"\nEnqueued a sample portfolio of {len(contacts)} through POST {base}/v1/contacts:batch:")
+        _out(f"  {batch['queued']} queued, {batch['rejected']} rejected with precise reasons:")
+        ids = []
+        for result in batch["results"]:
+            if result.get("error"):
+                for err in result["error"]["errors"]:
+                    _out(f"    item {result['index']}: {'.'.join(map(str, err['loc']))}: {err['msg']}")
+            else:
+                ids.append(result["id"])
+        deadline = time.monotonic() + 60
+        views: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for cid in ids:
+                async with http.get(f"/v1/contacts/{cid}") as resp:
+                    views[cid] = await resp.json()
+            if all(v["status"] in SETTLED for v in views.values()):
+                break
+            await asyncio.sleep(0.3)
+    _out("\nWhat the orchestrator decided (GET /v1/contacts/{id}):")
+    for cid in ids:
+        view = views[cid]
+        decision = view.get("decision") or {}
+        when = f" at {decision.get('send_at')}" if view["status"] == "scheduled" else ""
+        _out(
+            f"  {view['debtor_id']:<10} {view['kind']:<14} -> {view['status']:<10} "
+            f"{view['channel']:<7}{when}  reasons: {', '.join(decision.get('reasons', []))}"
+        )
+        for rejected in decision.get("rejected", []):
+            _out(f"  {'':<10} {'':<14}    not {rejected['channel']}: {rejected['reason']}")
+    outbox = settings.resolved_outbox_dir.resolve()
+    _out(f"\nWhere to look:\n  outbox (no carrier configured): {outbox}/{{email,sms,letter}}")
+    for folder in ("email", "sms", "letter"):
+        files = sorted((outbox / folder).glob("*")) if (outbox / folder).exists() else []
+        _out(f"    {folder:<6} {len(files)} file(s)" + (f", newest {files[-1].name}" if files else ""))
+    _out(f"  contact log:   curl -H 'Authorization: Bearer {key}' {base}/v1/contacts")
+    _out(f"  a timeline:    curl -H 'Authorization: Bearer {key}' {base}/v1/debtors/DEMO-D-1/timeline")
+    _out(f"  API document:  {base}/openapi.json    metrics: {base}/metrics")
+    if any(v["status"] == "scheduled" for v in views.values()):
+        _out(
+            "\n  Some contacts wait for the next contact window (R5: weekdays 08-21, Saturdays 09-15, never on"
+            " Sundays or holidays).\n  To see them flow right now: `orchestrator demo --always-open` (a demo-only,"
+            " not lawful rule set)."
+        )
+    sys.stdout.flush()
+    return len(views) == len(ids) and all(v["status"] in SETTLED for v in views.values())

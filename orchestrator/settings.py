@@ -1,0 +1,108 @@
+"""One typed settings object, read from ``ORCH_*`` environment variables.
+
+Units are in the names (``_s``, ``_ms``); secrets are ``SecretStr`` and never printed. Every field is listed in
+the README's configuration table; ``tests/test_settings.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    # Where things run
+    http_host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP server (0 picks a free one).")
+    state_dir: Path = Field(
+        Path(".orchestrator"),
+        description="Embedded Redis data, the SQLite file and the outbox live here.",
+    )
+    redis_url: str | None = Field(None, description="Redis URL; unset starts the embedded Redis.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; unset uses SQLite in the state directory "
+        "(`postgresql+asyncpg://user@host/db` for PostgreSQL).",
+    )
+    queue_name: str = Field("orchestrator:queue", description="arq queue name shared by web and workers.")
+    public_base_url: str | None = Field(
+        None, description="Base URL the service is reached at (links in messages); default from host and port."
+    )
+
+    # Logging
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
+    log_format: Literal["console", "json"] = Field("console", description="`json` for log shippers.")
+
+    # Worker
+    worker_max_jobs: int = Field(20, ge=1, description="Jobs one worker process runs concurrently.")
+    job_timeout_s: float = Field(
+        60.0, gt=0, description="A job running longer is cancelled; a crashed job is retried after this + 10 s."
+    )
+    send_max_tries: int = Field(6, ge=1, description="Carrier tries per contact before it ends `failed`.")
+    retry_base_delay_s: float = Field(30.0, ge=0, description="First retry delay; doubles on each try.")
+    retry_max_delay_s: float = Field(3600.0, ge=0, description="Upper bound of the retry delay.")
+    sweeper_interval_s: int = Field(
+        60, ge=1, le=60, description="How often the sweeper runs (seconds, divides into a minute)."
+    )
+    sweeper_stale_after_s: float = Field(
+        120.0, ge=0, description="A contact left `queued` (or overdue `scheduled`) this long is re-enqueued."
+    )
+    sending_timeout_s: float = Field(
+        600.0, gt=0, description="A contact `sending` this long is marked `needs_reconciliation`."
+    )
+    worker_metrics_port: int | None = Field(
+        None, description="If set, a worker serves Prometheus metrics on this port."
+    )
+
+    # Policy
+    rules_file: Path | None = Field(
+        None, description="Rule set (TOML) replacing the packaged default; its version is stored on decisions."
+    )
+
+    # E-mail
+    email_from: str = Field("Eksempel Inkasso <post@example.invalid>", description="From header of e-mail.")
+    email_domain: str = Field(
+        "orchestrator.invalid", description="Domain of our Message-IDs (`<contact.attempt@domain>`)."
+    )
+    bounce_domain: str = Field(
+        "bounces.orchestrator.invalid",
+        description="VERP return path domain: the envelope sender is `bounce+<attempt id>@<domain>`.",
+    )
+    smtp_host: str | None = Field(None, description="SMTP relay; unset writes e-mail to the outbox as .eml.")
+    smtp_port: int = Field(587, description="SMTP relay port.")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="`starttls` (port 587), `tls` (implicit, port 465) or `none` (local relays)."
+    )
+    smtp_username: str | None = Field(None, description="SMTP AUTH user; unset sends without AUTH.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
+    smtp_pool_size: int = Field(4, ge=1, description="Pooled SMTP connections per worker process.")
+    smtp_timeout_s: float = Field(30.0, gt=0, description="Timeout of one SMTP command.")
+
+    # Channels
+    outbox_dir: Path | None = Field(None, description="Outbox folder; default `<state_dir>/outbox`.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.state_dir / "outbox"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.state_dir / 'orchestrator.sqlite3').resolve()}"
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.http_host}:{self.http_port}"

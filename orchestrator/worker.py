@@ -1,0 +1,97 @@
+"""arq worker settings. Any number of worker processes on any number of hosts may share one Redis and one
+database: claims and dedupe live in the database, timing in Redis, nothing in process memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from arq import cron, func
+from arq.worker import Worker
+
+from orchestrator import queue
+from orchestrator.channel_registry import build_channels, close_channels
+from orchestrator.db import create_engine, session_factory
+from orchestrator.jobs import WorkerState, process_contact, sweep
+from orchestrator.logs import get_logger
+from orchestrator.models import utcnow
+from orchestrator.policy.rules import load_rules
+from orchestrator.rendering import Renderer, available_templates
+from orchestrator.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    engine = create_engine(settings.resolved_database_url)
+    renderer = Renderer()
+    ctx["state"] = WorkerState(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        redis=ctx["redis"],
+        channels=build_channels(settings),
+        renderer=renderer,
+        templates=available_templates(renderer),
+        rules=load_rules(settings.rules_file),
+        clock=ctx.get("clock", utcnow),
+    )
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+    log.info("worker ready", queue=settings.queue_name, channels=sorted(ctx["state"].channels))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    state: WorkerState | None = ctx.get("state")
+    if state is None:
+        return
+    await close_channels(state.channels)
+    await state.engine.dispose()
+
+
+def build_worker(
+    settings: Settings, redis_url: str, *, clock: Callable[[], datetime] | None = None, **overrides: Any
+) -> Worker:
+    """A worker for ``settings``; used by ``orchestrator worker``, ``orchestrator run`` and the tests."""
+    from arq.connections import RedisSettings
+
+    seconds = set(range(0, 60, settings.sweeper_interval_s))
+    options: dict[str, Any] = {
+        "functions": [
+            # Our database counts tries (send_max_tries); arq's own count must never stop a job first,
+            # and results are not kept so that a later run of the same contact can be enqueued again.
+            func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0),
+        ],
+        "cron_jobs": [cron(sweep, second=seconds, run_at_startup=True, unique=True, keep_result=0)],
+        "redis_settings": RedisSettings.from_dsn(redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": settings.job_timeout_s,
+        "keep_result": 0,
+        "poll_delay": 0.2,
+        "job_serializer": queue.json_serializer,
+        "job_deserializer": queue.json_deserializer,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings, **({"clock": clock} if clock else {})},
+        "handle_signals": False,
+        "expires_extra_ms": queue.EXPIRES_EXTRA_MS,
+    }
+    options.update(overrides)
+    return Worker(**options)
+
+
+class WorkerSettings:
+    """For ``arq orchestrator.worker.WorkerSettings``; ``orchestrator worker`` is the usual way."""
+
+    functions = [func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0)]
+    cron_jobs = [cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0)]
+    on_startup = startup
+    on_shutdown = shutdown
+    job_serializer = queue.json_serializer
+    job_deserializer = queue.json_deserializer
+    keep_result = 0

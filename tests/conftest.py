@@ -1,0 +1,160 @@
+"""Real parts at the edges: a real Redis (the machine's via ORCH_REDIS_URL, else the embedded one), the real
+database (ORCH_DATABASE_URL for PostgreSQL, else SQLite), a real SMTP server (aiosmtpd) on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import text
+
+from orchestrator import auth, db, embedded_redis, queue
+from orchestrator import contact_log as store
+from orchestrator.settings import Settings
+from orchestrator.web import create_app
+from orchestrator.worker import build_worker
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    configured = os.environ.get("ORCH_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = embedded_redis.start(None)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("ORCH_DATABASE_URL") or (
+        f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    )
+
+    async def reset() -> None:
+        if url.startswith("postgresql"):
+            engine = db.create_engine(url)
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP SCHEMA public CASCADE"))
+                await conn.execute(text("CREATE SCHEMA public"))
+            await engine.dispose()
+        await db.upgrade(url)
+
+    asyncio.run(reset())
+    return url
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[Any]:
+    """A session factory on an emptied database."""
+    engine = db.create_engine(database_url)
+    factory = db.session_factory(engine)
+    async with factory() as session, session.begin():
+        await store.delete_everything(session)
+    yield factory
+    await engine.dispose()
+
+
+@dataclass
+class SmtpRecorder:
+    """The SMTP server's handler: keeps every message; answers the next ones as a test tells it to."""
+
+    messages: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
+    scripted: list[str] = field(default_factory=list)  # replies for the next DATA commands, e.g. "451 ..."
+    delay_s: float = 0.0
+    port: int = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.scripted:
+            reply = self.scripted.pop(0)
+            if not reply.startswith("250"):
+                return reply
+        data = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        parsed = message_from_bytes(data, policy=email_policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append((envelope, parsed))
+        return "250 2.0.0 OK queued"
+
+    def message_ids(self) -> list[str]:
+        return [str(m["Message-ID"]) for _, m in self.messages]
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[SmtpRecorder]:
+    recorder = SmtpRecorder()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(recorder, hostname="smtp.test", loop=loop), "127.0.0.1", 0
+    )
+    recorder.port = server.sockets[0].getsockname()[1]
+    yield recorder
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, database_url: str) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state",
+        redis_url=redis_url,
+        database_url=database_url,
+        queue_name=f"test:{uuid.uuid4().hex}",
+        retry_base_delay_s=0.05,
+        retry_max_delay_s=0.2,
+        job_timeout_s=10,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def smtp_settings(settings: Settings, smtp_server: SmtpRecorder) -> Settings:
+    return settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "smtp_security": "none"}
+    )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Any]:
+    pool = await queue.connect(redis_url)
+    yield pool
+    await pool.aclose()
+
+
+async def make_client(settings: Settings) -> TestClient[Any, Any]:
+    assert settings.redis_url is not None
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, redis_url=settings.redis_url)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def api_key(sessions: Any) -> str:
+    return await auth.create_api_key(
+        sessions, name="tests", scopes=["contacts:write", "contacts:read", "cases:write"]
+    )
+
+
+async def drain(settings: Settings, **overrides: Any) -> None:
+    """Run a real arq worker in burst mode until the queue is empty (deferred jobs included)."""
+    assert settings.redis_url is not None
+    worker = build_worker(settings, settings.redis_url, burst=True, poll_delay=0.02, **overrides)
+    try:
+        await asyncio.wait_for(worker.async_run(), 60)
+    finally:
+        await worker.close()
