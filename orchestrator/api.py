@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from orchestrator import contact_log as store
 from orchestrator import intake, queue
 from orchestrator.appkeys import REDIS, SESSIONS, SETTINGS
+from orchestrator.db import write_session
 from orchestrator.models import Attempt, Contact, TimelineEvent, new_id, utcnow
 from orchestrator.problems import ProblemError, problem
 from orchestrator.schemas import (
@@ -344,7 +345,7 @@ async def case_event(request: web.Request) -> web.Response:
         return problem(422, "Invalid case event", f"{len(errors)} problem(s) in the case event", errors=errors)
     now = utcnow()
     resumed: list[str] = []
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with write_session(request.app[SESSIONS]) as session:
         case = await store.get_case(session, case_id)
         if case is None:
             raise ProblemError(404, "Not found", f"no case with id {case_id!r}")

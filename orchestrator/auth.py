@@ -13,6 +13,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator import contact_log as store
+from orchestrator.db import write_session
 
 SCOPES = ("contacts:write", "contacts:read", "cases:write", "console")
 PREFIX = "orch_"
@@ -40,7 +41,7 @@ def parse_scopes(raw: str) -> list[str]:
 
 async def create_api_key(sessions: async_sessionmaker[AsyncSession], *, name: str, scopes: list[str]) -> str:
     key = generate_key()
-    async with sessions() as session, session.begin():
+    async with write_session(sessions) as session:
         await store.insert_api_key(session, name=name, key_hash=hash_key(key), scopes=scopes)
     return key
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator import contact_log as store
 from orchestrator import metrics, queue
+from orchestrator.db import write_session
 from orchestrator.logs import get_logger
 from orchestrator.models import new_id, utcnow
 from orchestrator.schemas import ContactRequest
@@ -145,7 +146,7 @@ async def accept(
             candidates[item.idempotency_key] = (index, item, sha)
 
     new_ids: list[str] = []
-    async with sessions() as session, session.begin():
+    async with write_session(sessions) as session:
         existing = await store.find_contacts_by_keys(session, list(candidates))
         owners = await store.find_case_owners(session, list({req.case.id for _, req, _ in candidates.values()}))
         fresh: list[tuple[int, ContactRequest, str, str]] = []

@@ -28,11 +28,19 @@ from channels.base import (
 )
 from orchestrator import contact_log as store
 from orchestrator import metrics, queue
+from orchestrator.db import write_session
 from orchestrator.identifiers import is_mobile
 from orchestrator.logs import get_logger
 from orchestrator.message_context import build_context
 from orchestrator.models import Case, Contact, Debtor, new_id, utcnow
-from orchestrator.policy.decide import ChannelOption, Decision, DecisionInput, DebtorFacts, decide
+from orchestrator.policy.decide import (
+    ChannelOption,
+    DebtorFacts,
+    Decision,
+    DecisionInput,
+    decide,
+    format_address,
+)
 from orchestrator.policy.rules import RuleSet
 from orchestrator.rendering import RenderedMessage, Renderer, RenderError, TemplateNotFound
 from orchestrator.settings import Settings
@@ -89,10 +97,15 @@ def retry_delay_s(settings: Settings, tries: int) -> float:
 
 def _outgoing(contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, msg: RenderedMessage) -> Outgoing:
     postal = None
-    if decision.channel == "letter" and decision.address:
-        *lines, tail = decision.address.split("\n")
-        code, _, city = tail.partition(" ")
-        postal = PostalAddress(lines=tuple(lines), postal_code=code, city=city)
+    for address in debtor.contact_points.get("addresses", []):
+        if decision.address is not None and format_address(address) == decision.address:
+            postal = PostalAddress(
+                lines=tuple(address["lines"]),
+                postal_code=address["postal_code"],
+                city=address["city"],
+                country=address.get("country", "NO"),
+            )
+            break
     return Outgoing(
         contact_id=contact.id,
         attempt_id=attempt_id,
@@ -108,7 +121,7 @@ def _outgoing(contact: Contact, attempt_id: str, decision: Decision, debtor: Deb
 
 
 async def _finish_without_sending(state: WorkerState, contact: Contact, decision: Decision, now: datetime) -> str:
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         moved = await store.set_contact_status(
             session,
             contact.id,
@@ -139,7 +152,7 @@ async def _finish_without_sending(state: WorkerState, contact: Contact, decision
 
 async def _schedule(state: WorkerState, contact: Contact, decision: Decision, now: datetime) -> str:
     assert decision.send_at is not None
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         moved = await store.set_contact_status(
             session,
             contact.id,
@@ -183,7 +196,7 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
     contact, debtor, case = row
 
     if contact.status == "sending":
-        async with state.sessions() as session, session.begin():
+        async with write_session(state.sessions) as session:
             if await store.mark_needs_reconciliation(session, contact_id, now=now):
                 await store.add_timeline(
                     session,
@@ -230,13 +243,12 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
                 case=case,
                 decision=decision,
                 send_date=now.astimezone(zone).date(),
-                base_url=state.settings.resolved_public_base_url,
             ),
         )
     except (TemplateNotFound, RenderError) as exc:
         log.error("template failed", contact_id=contact_id, error=str(exc))
         failed = Decision(**{**decision.__dict__, "outcome": "suppressed", "status_reason": "template_error"})
-        async with state.sessions() as session, session.begin():
+        async with write_session(state.sessions) as session:
             await store.set_contact_status(
                 session,
                 contact_id,
@@ -264,7 +276,7 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
 
     attempt_id = new_id()
     channel = state.channels[decision.channel]
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         if not await store.claim_for_sending(
             session, contact_id, now=now, channel=decision.channel, decision=decision.as_json(), send_at=now
         ):
@@ -317,7 +329,7 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
             return await _after_uncertain(state, contact, attempt_id, decision, exc)
 
     done = state.clock()
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         await store.update_attempt(
             session,
             attempt_id,
@@ -363,7 +375,7 @@ async def _after_transient(
     exhausted = tries >= state.settings.send_max_tries
     delay = exc.retry_after_s if exc.retry_after_s is not None else retry_delay_s(state.settings, tries)
     retry_at = now + timedelta(seconds=delay)
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         await store.update_attempt(session, attempt_id, now=now, status="failed", status_reason=exc.reason)
         if exhausted:
             await store.set_contact_status(
@@ -419,7 +431,7 @@ async def _after_failure(
 ) -> str:
     now = state.clock()
     reason = getattr(exc, "reason", "carrier_error")
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         await store.update_attempt(session, attempt_id, now=now, status="failed", status_reason=reason)
         await store.set_contact_status(
             session, contact.id, status="failed", reason=reason, expected=("sending",), now=now
@@ -450,7 +462,7 @@ async def _after_uncertain(
 ) -> str:
     """The carrier may have the message: leave the contact ``sending`` for reconciliation, never resend."""
     now = state.clock()
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         await store.update_attempt(session, attempt_id, now=now, status_reason=exc.reason)
         await store.mark_needs_reconciliation(session, contact.id, now=now)
         await store.add_timeline(
@@ -492,7 +504,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             )
         requeued += created
     flagged = 0
-    async with state.sessions() as session, session.begin():
+    async with write_session(state.sessions) as session:
         stuck = await store.stale_sending_contacts(
             session, before=now - timedelta(seconds=settings.sending_timeout_s), limit=5000
         )

@@ -33,7 +33,7 @@ def _address_lines(debtor: Debtor, decision: Decision) -> list[str]:
 
 
 def build_context(
-    *, contact: Contact, debtor: Debtor, case: Case, decision: Decision, send_date: date, base_url: str
+    *, contact: Contact, debtor: Debtor, case: Case, decision: Decision, send_date: date
 ) -> dict[str, Any]:
     details = case.details
     costs = [

@@ -239,8 +239,10 @@ class RejectedChannel(BaseModel):
 
 class DecisionOut(BaseModel):
     outcome: Literal["send", "held", "suppressed"]
+    status_reason: str | None = None
     channel: str | None
     provider: str | None
+    address: str | None = None
     send_at: datetime | None
     template: str | None
     variant: str | None

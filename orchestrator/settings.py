@@ -30,9 +30,6 @@ class Settings(BaseSettings):
         "(`postgresql+asyncpg://user@host/db` for PostgreSQL).",
     )
     queue_name: str = Field("orchestrator:queue", description="arq queue name shared by web and workers.")
-    public_base_url: str | None = Field(
-        None, description="Base URL the service is reached at (links in messages); default from host and port."
-    )
 
     # Logging
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
@@ -100,9 +97,3 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.state_dir / 'orchestrator.sqlite3').resolve()}"
-
-    @property
-    def resolved_public_base_url(self) -> str:
-        if self.public_base_url:
-            return self.public_base_url.rstrip("/")
-        return f"http://{self.http_host}:{self.http_port}"

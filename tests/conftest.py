@@ -21,6 +21,8 @@ from sqlalchemy import text
 
 from orchestrator import auth, db, embedded_redis, queue
 from orchestrator import contact_log as store
+from orchestrator.db import write_session
+from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.settings import Settings
 from orchestrator.web import create_app
 from orchestrator.worker import build_worker
@@ -63,7 +65,7 @@ async def sessions(database_url: str) -> AsyncIterator[Any]:
     """A session factory on an emptied database."""
     engine = db.create_engine(database_url)
     factory = db.session_factory(engine)
-    async with factory() as session, session.begin():
+    async with write_session(factory) as session:
         await store.delete_everything(session)
     yield factory
     await engine.dispose()
@@ -76,20 +78,38 @@ class SmtpRecorder:
     messages: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
     scripted: list[str] = field(default_factory=list)  # replies for the next DATA commands, e.g. "451 ..."
     delay_s: float = 0.0
+    hang_up_in_data: bool = False  # take the message, then drop the connection before answering
     port: int = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.hang_up_in_data:
+            self.hang_up_in_data = False
+            self._keep(envelope)
+            assert server.transport is not None
+            server.transport.abort()
+            return "250 2.0.0 never seen by the client"
         if self.scripted:
             reply = self.scripted.pop(0)
             if not reply.startswith("250"):
                 return reply
+        self._keep(envelope)
+        return "250 2.0.0 OK queued"
+
+    def _keep(self, envelope: Envelope) -> None:
         data = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
         parsed = message_from_bytes(data, policy=email_policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append((envelope, parsed))
-        return "250 2.0.0 OK queued"
+
+    def per_contact(self) -> dict[str, int]:
+        """How many messages arrived for each contact id (from the X-Orchestrator-Contact header)."""
+        counts: dict[str, int] = {}
+        for _, message in self.messages:
+            contact_id = str(message["X-Orchestrator-Contact"]).strip()
+            counts[contact_id] = counts.get(contact_id, 0) + 1
+        return counts
 
     def message_ids(self) -> list[str]:
         return [str(m["Message-ID"]) for _, m in self.messages]

@@ -96,7 +96,8 @@ class Decision:
         }
 
 
-def _format_address(address: Mapping[str, Any]) -> str:
+def format_address(address: Mapping[str, Any]) -> str:
+    """A postal address as the lines on the envelope; also how a returned or unusable address is named."""
     lines = [*address.get("lines", []), f"{address.get('postal_code', '')} {address.get('city', '')}".strip()]
     if address.get("country", "NO") != "NO":
         lines.append(str(address["country"]))
@@ -117,7 +118,8 @@ def _address_for(
     if statutory and limits.statutory == "never":
         return None, "not_lawful_for_statutory_notice"
     if limits.reaches == "email":
-        usable = [e for e in facts.emails if e not in facts.unusable]
+        bad = {u.lower() for u in facts.unusable}
+        usable = [e for e in facts.emails if e.lower() not in bad]
         if not usable:
             return None, "no_usable_email" if facts.emails else "no_email"
         if statutory and limits.statutory == "with_evidence":
@@ -130,12 +132,25 @@ def _address_for(
         usable = [m for m in facts.mobiles if m not in facts.unusable]
         return (usable[0], None) if usable else (None, "no_valid_mobile")
     if limits.reaches == "postal":
-        formatted = [_format_address(a) for a in facts.addresses]
+        formatted = [format_address(a) for a in facts.addresses]
         usable = [a for a in formatted if a not in facts.unusable]
         if not usable:
             return None, "no_usable_postal_address" if formatted else "no_postal_address"
         return usable[0], None
     return None, "channel_cannot_reach_debtor"
+
+
+_UNLAWFUL = frozenset({"not_lawful_for_statutory_notice", "no_electronic_notice_evidence"})
+
+
+def _suppression_reason(rejected: Sequence[Rejected], facts: DebtorFacts, statutory: bool) -> str:
+    """The one reason an operator should act on when no channel is left."""
+    if any(r.reason == "no_template" for r in rejected):
+        return "no_template"  # a lawful, reachable channel exists but has no template in this language
+    reachable_electronically = bool(set(facts.emails) - facts.unusable or set(facts.mobiles) - facts.unusable)
+    if statutory and reachable_electronically and any(r.reason in _UNLAWFUL for r in rejected):
+        return "no_lawful_channel"
+    return "no_reachable_channel"
 
 
 def payment_deadline(send_date: date, rules: RuleSet) -> date:
@@ -205,12 +220,12 @@ def decide(
         eligible.append((cost, name, option, address))
 
     if not eligible:
-        lawful_reason = "no_lawful_channel" if statutory else "no_reachable_channel"
+        why = _suppression_reason(rejected, request.debtor, statutory)
         return Decision(
             outcome="suppressed",
-            reasons=[*reasons, lawful_reason],
+            reasons=[*reasons, why],
             rejected=rejected,
-            status_reason=lawful_reason,
+            status_reason=why,
             **base,
         )
 

@@ -156,8 +156,8 @@ def next_opening(at: datetime, windows: ContactWindows) -> datetime:
 def next_business_day(day: date, windows: ContactWindows) -> date:
     """``day`` itself if it has a contact window and is not a closed public holiday, else the next such date.
 
-    Used to move a payment deadline off a Sunday or public holiday. Note that by this definition a Saturday is
-    a business day whenever the rules give Saturday a window (the default rules do: 09:00-15:00). Raises
+    A "contact day". Payment deadlines use ``decide.payment_deadline`` instead, which also skips Saturdays.
+    By this definition a Saturday counts whenever the rules give Saturday a window. Raises
     ``ValueError`` if there is no such date within ``SEARCH_DAYS`` days.
     """
     for offset in range(SEARCH_DAYS + 1):

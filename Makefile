@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo run test check lint typecheck bench clean
+
+$(STAMP): pyproject.toml scripts/install-system-deps.sh
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	bash scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the orchestrator on embedded defaults, enqueue a sample portfolio, print where to look (Ctrl-C stops).
+demo: $(STAMP)
+	$(BIN)/orchestrator demo
+
+run: $(STAMP)
+	$(BIN)/orchestrator run
+
+## The test suite (real Redis, SQLite or PostgreSQL, a real SMTP server).
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Everything CI checks: lint, types, tests.
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .orchestrator .pytest_cache .mypy_cache .ruff_cache
