@@ -1,7 +1,8 @@
 """Throughput benchmarks of the orchestrator, each measured against arq itself on the same Redis.
 
     .venv/bin/python benchmarks/run.py [--contacts 2000] [--batch 10000] [--repeat 3] [--json]
-                                       [--profile dispatch|intake [--profile-out FILE]]
+                                       [--only dispatch|intake] [--max-jobs N] [--poll-delay S]
+                                       [--profile dispatch|noop|intake [--profiler cprofile|pyinstrument]]
 
 (a) dispatch: contacts/s from a burst worker start until N e-mail contacts are ``sent`` through the outbox
     channel, versus a burst arq worker draining N no-op jobs (same max_jobs, JSON serializer, poll delay).
@@ -30,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,14 +130,13 @@ class Env:
     database_url: str
     backend: str
     root: Path  # temp dir for state dirs (and the SQLite file)
-    run: str  # unique token in every key, queue name, id and row of this run
+    run: str  # unique token in this run's queue names, job ids, debtor ids and API key name
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     pool: ArqRedis
     poll_delay: float
     private_redis: bool  # our embedded Redis: its command counter counts only our commands
     max_jobs: int
-    created_keys: list[str] = field(default_factory=list)
 
     def settings(self, name: str) -> Settings:
         state = self.root / name

@@ -53,7 +53,11 @@ __all__ = ["EMAIL_LIMITS", "SmtpEmailChannel"]
 log = logging.getLogger(__name__)
 
 EMAIL_LIMITS = ChannelLimits(
-    max_body_chars=None, supports_subject=True, supports_html=True, cost_nok=0.05, statutory="with_evidence",
+    max_body_chars=None,
+    supports_subject=True,
+    supports_html=True,
+    cost_nok=0.05,
+    statutory="with_evidence",
     reaches="email",
 )
 

@@ -56,10 +56,20 @@ __all__ = [
 ]
 
 SMS_LIMITS = ChannelLimits(
-    max_body_chars=306, supports_subject=False, supports_html=False, cost_nok=0.45, statutory="never", reaches="mobile"
+    max_body_chars=306,
+    supports_subject=False,
+    supports_html=False,
+    cost_nok=0.45,
+    statutory="never",
+    reaches="mobile",
 )
 LETTER_LIMITS = ChannelLimits(
-    max_body_chars=None, supports_subject=False, supports_html=True, cost_nok=14.5, statutory="always", reaches="postal"
+    max_body_chars=None,
+    supports_subject=False,
+    supports_html=True,
+    cost_nok=14.5,
+    statutory="always",
+    reaches="postal",
 )
 
 _LETTER_RENDER_WORKERS = 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +43,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 
 def _json(model: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=model.model_dump_json(exclude_none=False).encode(), status=status, content_type="application/json"
+        body=model.model_dump_json(exclude_none=False).encode(),
+        status=status,
+        content_type="application/json",
     )
 
 
@@ -73,9 +76,11 @@ async def create_contact(request: web.Request) -> web.Response:
         request.app[SESSIONS], request.app[REDIS], request.app[SETTINGS].queue_name, [parsed]
     )
     if not result.ok:
-        return problem(result.http_status, result.title or "Rejected", result.detail or "", errors=result.errors)
+        return problem(
+            result.http_status, result.title or "Rejected", result.detail or "", errors=result.errors
+        )
     assert result.id is not None and result.status is not None
-    body = Accepted(id=result.id, status=result.status, links=Links(self=f"/v1/contacts/{result.id}"))  # type: ignore[arg-type]
+    body = Accepted(id=result.id, status=result.status, links=Links(self=f"/v1/contacts/{result.id}"))
     return _json(body, status=result.http_status)
 
 
@@ -86,13 +91,13 @@ async def create_contacts_batch(request: web.Request) -> web.Response:
     if content_type in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
         items = []
         text = (await request.read()).decode("utf-8", errors="replace")
-        for line in text.splitlines():
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                items.append(_BadLine(str(exc)))
+                items.append(_BadLine(number, str(exc)))
     else:
         body = await _read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
@@ -117,16 +122,18 @@ async def create_contacts_batch(request: web.Request) -> web.Response:
                     index=index,
                     http_status=400,
                     title="Malformed JSON",
-                    detail=f"line {index + 1} of the NDJSON body is not valid JSON",
+                    detail=f"line {item.line} of the NDJSON body is not valid JSON",
                     errors=[{"loc": [], "msg": item.error}],
                 )
             )
         else:
             parsed.append(intake.parse_item(index, item))
-    results = await intake.accept(request.app[SESSIONS], request.app[REDIS], request.app[SETTINGS].queue_name, parsed)
+    results = await intake.accept(
+        request.app[SESSIONS], request.app[REDIS], request.app[SETTINGS].queue_name, parsed
+    )
     out = BatchResult(
         results=[
-            BatchItemResult(index=r.index, id=r.id, status=r.status, existing=r.existing)  # type: ignore[arg-type]
+            BatchItemResult(index=r.index, id=r.id, status=r.status, existing=r.existing)
             if r.ok
             else BatchItemResult(index=r.index, error=_item_problem(r))
             for r in results
@@ -139,7 +146,8 @@ async def create_contacts_batch(request: web.Request) -> web.Response:
 
 
 class _BadLine:
-    def __init__(self, error: str) -> None:
+    def __init__(self, line: int, error: str) -> None:
+        self.line = line
         self.error = error
 
 
@@ -150,7 +158,9 @@ def _decision_out(decision: dict[str, Any] | None) -> DecisionOut | None:
 
 
 def _event_out(event: TimelineEvent) -> EventOut:
-    return EventOut(status=event.status, at=event.at, source=event.source, type=event.type, detail=event.detail)
+    return EventOut(
+        status=event.status, at=event.at, source=event.source, type=event.type, detail=event.detail
+    )
 
 
 def _attempt_out(attempt: Attempt, events: list[TimelineEvent]) -> AttemptOut:
@@ -177,7 +187,7 @@ def _summary(contact: Contact) -> ContactSummary:
         idempotency_key=contact.idempotency_key,
         kind=contact.kind,
         channel=contact.channel or contact.channel_preference,
-        status=contact.status,  # type: ignore[arg-type]
+        status=contact.status,
         status_reason=contact.status_reason,
         debtor_id=contact.debtor_id,
         case_id=contact.case_id,
@@ -202,7 +212,7 @@ async def get_contact(request: web.Request) -> web.Response:
         kind=contact.kind,
         channel=contact.channel or contact.channel_preference,
         language=contact.language,
-        status=contact.status,  # type: ignore[arg-type]
+        status=contact.status,
         status_reason=contact.status_reason,
         debtor_id=contact.debtor_id,
         case_id=contact.case_id,
@@ -220,13 +230,24 @@ def _encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 
 
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
 def _decode_cursor(value: str) -> str:
+    """A cursor is the base64url of a row id; anything else is refused, never silently misread."""
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+        row_id = decoded.decode("ascii")
+    except (binascii.Error, ValueError):
+        row_id = ""
+    if not _ULID.match(row_id):
         raise ProblemError(
-            400, "Invalid cursor", "the cursor is not one this API gave out", errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
-        ) from exc
+            400,
+            "Invalid cursor",
+            "the cursor is not one this API gave out",
+            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+        )
+    return row_id
 
 
 def _limit(request: web.Request, default: int, maximum: int) -> int:
@@ -342,7 +363,9 @@ async def case_event(request: web.Request) -> web.Response:
         event = CaseEventRequest.model_validate(raw)
     except ValidationError as exc:
         errors = intake.validation_errors(exc)
-        return problem(422, "Invalid case event", f"{len(errors)} problem(s) in the case event", errors=errors)
+        return problem(
+            422, "Invalid case event", f"{len(errors)} problem(s) in the case event", errors=errors
+        )
     now = utcnow()
     resumed: list[str] = []
     async with write_session(request.app[SESSIONS]) as session:
@@ -373,7 +396,12 @@ async def case_event(request: web.Request) -> web.Response:
             status = "open"
             await store.set_case_status(session, case_id, status=status, reason=None, now=now)
             affected = resumed = await store.move_case_contacts(
-                session, case_id, from_statuses=("held",), to_status="queued", reason="dispute_resolved", now=now
+                session,
+                case_id,
+                from_statuses=("held",),
+                to_status="queued",
+                reason="dispute_resolved",
+                now=now,
             )
         elif event.type in _CLOSES:
             status, reason = "closed", _CLOSES[event.type]

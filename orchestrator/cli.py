@@ -31,7 +31,9 @@ def _check_rules(settings: Settings) -> None:
 
 async def _run(settings: Settings, *, web_app: bool, worker: bool, migrate: bool) -> None:
     with runtime.redis_for(settings) as redis_url:
-        async with runtime.running(settings, redis_url, web_app=web_app, worker=worker, migrate=migrate) as handle:
+        async with runtime.running(
+            settings, redis_url, web_app=web_app, worker=worker, migrate=migrate
+        ) as handle:
             if handle.url:
                 print(f"orchestrator listening on {handle.url}  (Ctrl-C stops)", file=sys.stderr)
             await runtime.wait_for_signal()
@@ -61,6 +63,7 @@ async def _import(settings: Settings, path: Path, fmt: str | None, errors_path: 
     from tqdm import tqdm
 
     total = portfolio.count_rows(path, fmt)
+    await db.upgrade(settings.resolved_database_url)
     engine = db.create_engine(settings.resolved_database_url)
     sessions = db.session_factory(engine)
     counts = {"queued": 0, "existing": 0, "rejected": 0}
@@ -75,7 +78,9 @@ async def _import(settings: Settings, path: Path, fmt: str | None, errors_path: 
                     for row in rows:
                         chunk.append(row)
                         if len(chunk) >= IMPORT_CHUNK:
-                            _tally(await _import_chunk(sessions, redis, settings, chunk), chunk, counts, problems)
+                            _tally(
+                                await _import_chunk(sessions, redis, settings, chunk), chunk, counts, problems
+                            )
                             bar.update(len(chunk))
                             chunk = []
                     if chunk:
@@ -111,7 +116,12 @@ async def _import_chunk(
     for index, row in enumerate(chunk):
         if row.error is not None:
             items.append(
-                intake.ItemResult(index=index, http_status=400, title="Malformed row", errors=[{"loc": [], "msg": row.error}])
+                intake.ItemResult(
+                    index=index,
+                    http_status=400,
+                    title="Malformed row",
+                    errors=[{"loc": [], "msg": row.error}],
+                )
             )
         else:
             items.append(intake.parse_item(index, row.item))
@@ -187,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_import(settings, args.file, args.format, args.errors))
         except (portfolio.PortfolioError, OSError) as exc:
             print(f"orchestrator import: {exc}", file=sys.stderr)
+            return 2
+        except UnicodeDecodeError as exc:
+            print(
+                f"orchestrator import: {args.file} is not UTF-8 ({exc.reason} at byte {exc.start}); "
+                "save it as UTF-8 and import again; nothing was imported",
+                file=sys.stderr,
+            )
             return 2
     elif command == "create-api-key":
         try:

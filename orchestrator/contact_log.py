@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,7 +64,9 @@ async def find_api_key_scopes(session: AsyncSession, key_hash: str) -> list[str]
 # ---- intake ----
 
 
-async def find_contacts_by_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+async def find_contacts_by_keys(
+    session: AsyncSession, keys: Sequence[str]
+) -> dict[str, tuple[str, str, str]]:
     """idempotency_key -> (contact id, body sha256, status)."""
     found: dict[str, tuple[str, str, str]] = {}
     for chunk in _chunks(keys):
@@ -99,7 +101,9 @@ async def upsert_debtors(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
             "type": stmt.excluded.type,
             "name": stmt.excluded.name,
             "national_id": func.coalesce(stmt.excluded.national_id, Debtor.national_id),
-            "organisation_number": func.coalesce(stmt.excluded.organisation_number, Debtor.organisation_number),
+            "organisation_number": func.coalesce(
+                stmt.excluded.organisation_number, Debtor.organisation_number
+            ),
             "contact_points": stmt.excluded.contact_points,
             "updated_at": stmt.excluded.updated_at,
         },
@@ -207,7 +211,7 @@ async def list_contacts(
     limit: int = 50,
 ) -> list[Contact]:
     """Newest first. ``channel`` matches the chosen channel (or the requested one before a decision)."""
-    query: Select[tuple[Contact]] = select(Contact)
+    query = select(Contact)
     conditions = []
     if debtor_id is not None:
         conditions.append(Contact.debtor_id == debtor_id)
@@ -349,7 +353,9 @@ async def stale_open_contacts(
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-async def stale_sending_contacts(session: AsyncSession, *, before: datetime, limit: int) -> list[tuple[str, str]]:
+async def stale_sending_contacts(
+    session: AsyncSession, *, before: datetime, limit: int
+) -> list[tuple[str, str]]:
     rows = await session.execute(
         select(Contact.id, Contact.debtor_id)
         .where(
@@ -394,7 +400,9 @@ async def move_case_contacts(
     now: datetime,
     only_reason: str | None = None,
 ) -> list[str]:
-    """Move every contact of a case in ``from_statuses`` at once (a dispute holds them all); returns their ids."""
+    """Move every contact of a case in ``from_statuses`` at once (a dispute holds them all).
+
+    Returns the ids of the contacts moved."""
     conditions = [Contact.case_id == case_id, Contact.status.in_(from_statuses)]
     if only_reason is not None:
         conditions.append(Contact.status_reason == only_reason)

@@ -123,12 +123,16 @@ def start(state_dir: Path | None, *, persist: bool = True, wait_s: float = 10.0)
         "--logfile",
         str(data_dir / "redis.log"),
     ]
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + wait_s
     while not _ping(url):
         if process.poll() is not None:
-            raise EmbeddedRedisError(f"redis-server exited with {process.returncode}; see {data_dir}/redis.log")
+            raise EmbeddedRedisError(
+                f"redis-server exited with {process.returncode}; see {data_dir}/redis.log"
+            )
         if time.monotonic() > deadline:
             process.kill()
             raise EmbeddedRedisError(f"redis-server did not answer within {wait_s} s")

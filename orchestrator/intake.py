@@ -80,7 +80,9 @@ def parse_item(index: int, raw: Any) -> ContactRequest | ItemResult:
 
 
 def body_sha256(request: ContactRequest) -> str:
-    canonical = json.dumps(request.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        request.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -148,7 +150,9 @@ async def accept(
     new_ids: list[str] = []
     async with write_session(sessions) as session:
         existing = await store.find_contacts_by_keys(session, list(candidates))
-        owners = await store.find_case_owners(session, list({req.case.id for _, req, _ in candidates.values()}))
+        owners = await store.find_case_owners(
+            session, list({req.case.id for _, req, _ in candidates.values()})
+        )
         fresh: list[tuple[int, ContactRequest, str, str]] = []
         for key, (index, request, sha) in candidates.items():
             if key in existing:
@@ -169,8 +173,9 @@ async def accept(
 
         debtors = {req.debtor.id: _debtor_row(req, now) for _, req, _, _ in fresh}
         cases = {req.case.id: _case_row(req, now) for _, req, _, _ in fresh}
-        await store.upsert_debtors(session, list(debtors.values()))
-        await store.upsert_cases(session, list(cases.values()))
+        # Rows are written in key order so that concurrent batches lock them in the same order (no deadlock).
+        await store.upsert_debtors(session, [debtors[k] for k in sorted(debtors)])
+        await store.upsert_cases(session, [cases[k] for k in sorted(cases)])
         await store.insert_contacts(
             session,
             [
@@ -194,7 +199,7 @@ async def accept(
                     "created_at": now,
                     "updated_at": now,
                 }
-                for _, req, sha, cid in fresh
+                for _, req, sha, cid in sorted(fresh, key=lambda item: item[1].idempotency_key)
             ],
         )
         # A concurrent request may have taken a key between our read and our insert: see who won.
@@ -213,7 +218,11 @@ async def accept(
                         type="contact_received",
                         status="queued",
                         source=source,
-                        detail={"kind": req.kind, "channel": req.channel, "idempotency_key": req.idempotency_key},
+                        detail={
+                            "kind": req.kind,
+                            "channel": req.channel,
+                            "idempotency_key": req.idempotency_key,
+                        },
                         at=now,
                     )
                 )
@@ -225,7 +234,9 @@ async def accept(
         first = results[candidates[key][0]]
         assert first is not None
         if first.ok and first.id is not None:
-            results[index] = _existing_result(index, key, sha, (first.id, candidates[key][2], first.status or ""))
+            results[index] = _existing_result(
+                index, key, sha, (first.id, candidates[key][2], first.status or "")
+            )
         else:
             results[index] = ItemResult(
                 index=index,
@@ -239,7 +250,9 @@ async def accept(
         try:
             await queue.enqueue_contacts(redis, queue_name, new_ids)
         except Exception as exc:  # the rows are committed: the sweeper enqueues them later; nothing is lost
-            log.warning("enqueue failed; the sweeper will pick the contacts up", count=len(new_ids), error=str(exc))
+            log.warning(
+                "enqueue failed; the sweeper will pick the contacts up", count=len(new_ids), error=str(exc)
+            )
 
     final = [r for r in results if r is not None]
     assert len(final) == len(items)
@@ -248,7 +261,13 @@ async def accept(
     metrics.CONTACTS_REJECTED.inc(sum(1 for r in final if not r.ok))
     for r in final:
         if not r.ok:
-            log.info("contact request rejected", index=r.index, status=r.http_status, errors=r.errors, source=source)
+            log.info(
+                "contact request rejected",
+                index=r.index,
+                status=r.http_status,
+                errors=r.errors,
+                source=source,
+            )
     return final
 
 
@@ -259,7 +278,7 @@ def _existing_result(index: int, key: str, sha: str, existing: tuple[str, str, s
             index=index,
             http_status=409,
             title="Idempotency key reused with a different body",
-            detail="a contact with this idempotency_key exists and its request body differs; nothing was sent",
+            detail="this idempotency_key belongs to a different request body; nothing was sent",
             errors=[{"loc": ["idempotency_key"], "msg": "already used for a different contact request"}],
         )
     return ItemResult(index=index, id=contact_id, status=status, existing=True, http_status=200)

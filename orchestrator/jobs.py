@@ -1,6 +1,6 @@
 """The worker's jobs. Every job is safe to run twice: arq delivers at least once.
 
-``process_contact`` decides, renders, claims (queued/scheduled → sending, committed), sends, and records. A run
+``process_contact`` decides, renders, claims (queued/scheduled → sending, committed), sends and records. A run
 that finds its contact already ``sending`` cannot know whether the carrier took it, so it never sends again:
 it marks the contact ``needs_reconciliation``.
 """
@@ -91,11 +91,13 @@ def decision_input(contact: Contact, debtor: Debtor, case: Case) -> DecisionInpu
 
 def retry_delay_s(settings: Settings, tries: int) -> float:
     """Exponential backoff with ±10 % jitter so that a carrier outage does not end in a thundering herd."""
-    delay = min(settings.retry_base_delay_s * (2 ** max(tries - 1, 0)), settings.retry_max_delay_s)
+    delay = min(settings.retry_base_delay_s * (2.0 ** max(tries - 1, 0)), settings.retry_max_delay_s)
     return delay * random.uniform(0.9, 1.1)
 
 
-def _outgoing(contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, msg: RenderedMessage) -> Outgoing:
+def _outgoing(
+    contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, msg: RenderedMessage
+) -> Outgoing:
     postal = None
     for address in debtor.contact_points.get("addresses", []):
         if decision.address is not None and format_address(address) == decision.address:
@@ -120,7 +122,9 @@ def _outgoing(contact: Contact, attempt_id: str, decision: Decision, debtor: Deb
     )
 
 
-async def _finish_without_sending(state: WorkerState, contact: Contact, decision: Decision, now: datetime) -> str:
+async def _finish_without_sending(
+    state: WorkerState, contact: Contact, decision: Decision, now: datetime
+) -> str:
     async with write_session(state.sessions) as session:
         moved = await store.set_contact_status(
             session,
@@ -180,7 +184,9 @@ async def _schedule(state: WorkerState, contact: Contact, decision: Decision, no
                 ],
             )
     if moved:
-        await queue.enqueue_contact(state.redis, state.settings.queue_name, contact.id, send_at=decision.send_at)
+        await queue.enqueue_contact(
+            state.redis, state.settings.queue_name, contact.id, send_at=decision.send_at
+        )
     metrics.DECISIONS.labels("scheduled").inc()
     return "scheduled" if moved else "skipped"
 
@@ -493,7 +499,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     now = state.clock()
     stale = now - timedelta(seconds=settings.sweeper_stale_after_s)
     async with state.sessions() as session:
-        open_rows = await store.stale_open_contacts(session, queued_before=stale, due_before=stale, limit=5000)
+        open_rows = await store.stale_open_contacts(
+            session, queued_before=stale, due_before=stale, limit=5000
+        )
     requeued = 0
     for contact_id, status, send_at in open_rows:
         if status == "queued":

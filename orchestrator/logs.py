@@ -1,9 +1,11 @@
-"""Structured logging with structlog. Every line passes a redaction step: national ids never reach a log (R9)."""
+"""Structured logging with structlog; every line passes a redaction step, so national ids never reach a log
+(R9)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -21,7 +23,7 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     return {key: _redact(value) for key, value in event_dict.items()}
 
 

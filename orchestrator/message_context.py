@@ -62,7 +62,10 @@ def build_context(
             "principal": principal,
             "costs": costs,
             "interest": (
-                {"rate_percent": Decimal(interest["rate_percent"]), "from": date.fromisoformat(interest["from"])}
+                {
+                    "rate_percent": Decimal(interest["rate_percent"]),
+                    "from": date.fromisoformat(interest["from"]),
+                }
                 if interest
                 else None
             ),

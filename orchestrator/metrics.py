@@ -10,7 +10,11 @@ CONTACTS_EXISTING = Counter(
 )
 CONTACTS_REJECTED = Counter("orchestrator_contacts_rejected_total", "Contact requests rejected at intake.")
 DECISIONS = Counter("orchestrator_decisions_total", "Policy decisions by outcome.", ["outcome"])
-SENDS = Counter("orchestrator_sends_total", "Carrier hand-overs by channel and outcome.", ["channel", "provider", "outcome"])
+SENDS = Counter(
+    "orchestrator_sends_total",
+    "Carrier hand-overs by channel and outcome.",
+    ["channel", "provider", "outcome"],
+)
 SEND_SECONDS = Histogram(
     "orchestrator_send_seconds", "Time the carrier took to accept a message.", ["channel", "provider"]
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
@@ -63,7 +63,11 @@ metadata = MetaData(
 
 class Base(DeclarativeBase):
     metadata = metadata
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
 
 
 class ApiKey(Base):
@@ -190,7 +194,7 @@ class TimelineEvent(Base):
 
 
 class CaseEvent(Base):
-    """What happened to a case, from upstream (payments, disputes): the outcomes experiments are measured on."""
+    """What happened to a case, from upstream (payments, disputes): what experiments are measured on."""
 
     __tablename__ = "case_events"
     id: Mapped[str] = mapped_column(String(26), primary_key=True)

@@ -39,7 +39,11 @@ OPERATIONS: dict[str, Operation] = {
         body=schemas.ContactRequest,
         responses={
             202: ("Accepted and queued", schemas.Accepted, "application/json"),
-            200: ("Same idempotency key and body: the existing contact; nothing is sent again", schemas.Accepted, "application/json"),
+            200: (
+                "Same idempotency key and body: the existing contact; nothing is sent again",
+                schemas.Accepted,
+                "application/json",
+            ),
             400: ("Malformed JSON", schemas.Problem, PROBLEM),
             409: ("Same idempotency key with a different body", schemas.Problem, PROBLEM),
             422: ("Invalid request; every problem listed with its location", schemas.Problem, PROBLEM),
@@ -90,6 +94,7 @@ OPERATIONS: dict[str, Operation] = {
         query=(("cursor", "string"), ("limit", "integer")),
         responses={
             200: ("The timeline", schemas.Timeline, "application/json"),
+            400: ("Invalid limit or cursor", schemas.Problem, PROBLEM),
             404: ("No such debtor", schemas.Problem, PROBLEM),
             **_ERR,
         },
@@ -100,12 +105,15 @@ OPERATIONS: dict[str, Operation] = {
         tag="cases",
         responses={
             201: ("Recorded", schemas.CaseEventAccepted, "application/json"),
+            400: ("Malformed JSON", schemas.Problem, PROBLEM),
             404: ("No such case", schemas.Problem, PROBLEM),
             422: ("Invalid event", schemas.Problem, PROBLEM),
             **_ERR,
         },
     ),
-    "healthz": Operation("Alive", tag="operations", responses={200: ("Alive", schemas.Health, "application/json")}),
+    "healthz": Operation(
+        "Alive", tag="operations", responses={200: ("Alive", schemas.Health, "application/json")}
+    ),
     "readyz": Operation(
         "Redis and the database are reachable",
         tag="operations",
@@ -115,7 +123,9 @@ OPERATIONS: dict[str, Operation] = {
         },
     ),
     "metrics": Operation(
-        "Prometheus metrics", tag="operations", responses={200: ("Prometheus text format", None, "text/plain")}
+        "Prometheus metrics",
+        tag="operations",
+        responses={200: ("Prometheus text format", None, "text/plain")},
     ),
     "openapi": Operation(
         "This document", tag="operations", responses={200: ("OpenAPI 3.1", None, "application/json")}
@@ -125,10 +135,10 @@ OPERATIONS: dict[str, Operation] = {
 
 def build_openapi(app: web.Application, scopes: dict[str, str]) -> dict[str, Any]:
     models: set[type[BaseModel]] = set()
-    for op in OPERATIONS.values():
-        if op.body is not None:
-            models.add(op.body)
-        models.update(m for _, m, _ in op.responses.values() if m is not None)
+    for declared in OPERATIONS.values():
+        if declared.body is not None:
+            models.add(declared.body)
+        models.update(m for _, m, _ in declared.responses.values() if m is not None)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, top = models_json_schema(
         [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
@@ -151,7 +161,7 @@ def build_openapi(app: web.Application, scopes: dict[str, str]) -> dict[str, Any
             "summary": op.summary,
             "tags": [op.tag],
             "responses": {
-                str(code): {"description": desc, **({"content": {ct: {"schema": ref(m)}}} if m else {})}
+                str(code): {"description": desc, "content": {ct: {"schema": ref(m)} if m else {}}}
                 for code, (desc, m, ct) in sorted(op.responses.items())
             },
         }
@@ -159,7 +169,9 @@ def build_openapi(app: web.Application, scopes: dict[str, str]) -> dict[str, Any
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _path_params(path)
         ]
-        params += [{"name": name, "in": "query", "required": False, "schema": {"type": t}} for name, t in op.query]
+        params += [
+            {"name": name, "in": "query", "required": False, "schema": {"type": t}} for name, t in op.query
+        ]
         if params:
             entry["parameters"] = params
         if op.body is not None:

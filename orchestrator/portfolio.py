@@ -52,8 +52,17 @@ CSV_COLUMNS = (
     "kid",
     "account_number",
 )
-REQUIRED_COLUMNS = ("idempotency_key", "kind", "debtor_id", "debtor_name", "case_id", "creditor_name",
-                    "reference", "principal", "due_date")
+REQUIRED_COLUMNS = (
+    "idempotency_key",
+    "kind",
+    "debtor_id",
+    "debtor_name",
+    "case_id",
+    "creditor_name",
+    "reference",
+    "principal",
+    "due_date",
+)
 
 
 class PortfolioError(ValueError):
@@ -157,16 +166,28 @@ def _read_csv(path: Path) -> Iterator[Row]:
             dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
         except csv.Error:
             dialect = csv.excel
-        reader = csv.DictReader(handle, dialect=dialect)
-        header = reader.fieldnames or []
+        reader = csv.reader(handle, dialect=dialect)
+        header = next(reader, [])
         unknown = sorted(set(header) - set(CSV_COLUMNS))
         if unknown:
             raise PortfolioError(f"unknown CSV column(s) {unknown}; known columns: {', '.join(CSV_COLUMNS)}")
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise PortfolioError(f"missing CSV column(s) {missing}")
-        for row in reader:
-            yield Row(line=reader.line_num, item=csv_row_to_request(row))
+        while True:
+            first_line = reader.line_num + 1  # a quoted cell may span lines: report where the record starts
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            if not values:
+                continue  # a blank line
+            if len(values) > len(header):
+                yield Row(
+                    line=first_line, item=None, error=f"{len(values)} cells, but the header has {len(header)}"
+                )
+                continue
+            yield Row(line=first_line, item=csv_row_to_request(dict(zip(header, values, strict=False))))
 
 
 def _read_ndjson(path: Path) -> Iterator[Row]:
@@ -184,5 +205,6 @@ def count_rows(path: Path, fmt: str | None = None) -> int:
     fmt = fmt or detect_format(path)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         if fmt == "csv":
-            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+            # csv.DictReader skips empty rows; count the same way.
+            return max(sum(1 for row in csv.reader(handle) if row) - 1, 0)
         return sum(1 for line in handle if line.strip())

@@ -11,7 +11,12 @@ CONTENT_TYPE = "application/problem+json"
 
 
 def problem_body(
-    status: int, title: str, detail: str, *, type_: str | None = None, errors: list[dict[str, Any]] | None = None
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + type_ if type_ else "about:blank",
@@ -25,10 +30,17 @@ def problem_body(
 
 
 def problem(
-    status: int, title: str, detail: str, *, type_: str | None = None, errors: list[dict[str, Any]] | None = None
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
 ) -> web.Response:
     return web.json_response(
-        problem_body(status, title, detail, type_=type_, errors=errors), status=status, content_type=CONTENT_TYPE
+        problem_body(status, title, detail, type_=type_, errors=errors),
+        status=status,
+        content_type=CONTENT_TYPE,
     )
 
 
@@ -36,7 +48,13 @@ class ProblemError(Exception):
     """Raise from a handler to answer with a problem."""
 
     def __init__(
-        self, status: int, title: str, detail: str, *, type_: str | None = None, errors: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        type_: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(detail)
         self.response = problem(status, title, detail, type_=type_, errors=errors)

@@ -62,7 +62,9 @@ async def enqueue_contact(
         _job_id=job_id_for(contact_id, send_at),
         _queue_name=queue_name,
         _defer_until=send_at,
-        _expires=None if send_at is None else (to_unix_ms(send_at) - timestamp_ms() + EXPIRES_EXTRA_MS) / 1000,
+        _expires=None
+        if send_at is None
+        else (to_unix_ms(send_at) - timestamp_ms() + EXPIRES_EXTRA_MS) / 1000,
     )
     return job is not None
 

@@ -63,8 +63,8 @@ async def start(settings: Settings, redis_url: str, *, web_app: bool = True, wor
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        port = sockets[0].getsockname()[1] if sockets else settings.http_port
+        bound = runner.addresses  # the real port when ORCH_HTTP_PORT=0
+        port = bound[0][1] if bound else settings.http_port
         url = f"http://{settings.http_host}:{port}"
         log.info("http listening", url=url)
     arq_worker = None

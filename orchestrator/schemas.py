@@ -15,7 +15,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from orchestrator import identifiers
@@ -81,7 +80,12 @@ NationalId = Annotated[str, AfterValidator(identifiers.validate_national_id)]
 OrganisationNumber = Annotated[str, AfterValidator(identifiers.validate_organisation_number)]
 Kid = Annotated[str, AfterValidator(identifiers.validate_kid)]
 AccountNumber = Annotated[str, AfterValidator(identifiers.validate_account_number)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+# Quantised, so that "1250.0" and "1250.00" are the same amount (and the same body for idempotency).
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=2),
+    AfterValidator(lambda v: v.quantize(Decimal("0.01"))),
+]
 Text200 = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -121,13 +125,19 @@ class Debtor(_In):
     emails: list[Email] = Field(default_factory=list, max_length=10)
     electronic_notice_evidence: list[Evidence] = Field(default_factory=list, max_length=20)
 
-    @model_validator(mode="after")
-    def _identity_matches_type(self) -> Debtor:
-        if self.type == "person" and self.organisation_number is not None:
-            raise ValueError("organisation_number is for debtors of type 'organisation' only")
-        if self.type == "organisation" and self.national_id is not None:
+    @field_validator("national_id")
+    @classmethod
+    def _person_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") == "organisation":
             raise ValueError("national_id is for debtors of type 'person' only")
-        return self
+        return value
+
+    @field_validator("organisation_number")
+    @classmethod
+    def _organisation_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") == "person":
+            raise ValueError("organisation_number is for debtors of type 'organisation' only")
+        return value
 
 
 class Creditor(_In):

@@ -1,6 +1,6 @@
 """One typed settings object, read from ``ORCH_*`` environment variables.
 
-Units are in the names (``_s``, ``_ms``); secrets are ``SecretStr`` and never printed. Every field is listed in
+Units are in the names (``_s``); secrets are ``SecretStr`` and never printed. Every field is listed in
 the README's configuration table; ``tests/test_settings.py`` keeps the two in step.
 """
 
@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     # Worker
     worker_max_jobs: int = Field(20, ge=1, description="Jobs one worker process runs concurrently.")
     job_timeout_s: float = Field(
-        60.0, gt=0, description="A job running longer is cancelled; a crashed job is retried after this + 10 s."
+        60.0,
+        gt=0,
+        description="A job running longer is cancelled; a crashed job is retried after this + 10 s.",
     )
     send_max_tries: int = Field(6, ge=1, description="Carrier tries per contact before it ends `failed`.")
     retry_base_delay_s: float = Field(30.0, ge=0, description="First retry delay; doubles on each try.")
@@ -58,7 +60,8 @@ class Settings(BaseSettings):
 
     # Policy
     rules_file: Path | None = Field(
-        None, description="Rule set (TOML) replacing the packaged default; its version is stored on decisions."
+        None,
+        description="Rule set (TOML) replacing the packaged default; its version is stored on decisions.",
     )
 
     # E-mail

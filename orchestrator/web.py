@@ -88,7 +88,8 @@ async def readyz(request: web.Request) -> web.Response:
         checks["redis"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
-        Health(status="ok" if ready else "unavailable", checks=checks).model_dump(), status=200 if ready else 503
+        Health(status="ok" if ready else "unavailable", checks=checks).model_dump(),
+        status=200 if ready else 503,
     )
 
 

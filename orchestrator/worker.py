@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from arq import cron, func
 from arq.worker import Worker
@@ -88,8 +88,12 @@ def build_worker(
 class WorkerSettings:
     """For ``arq orchestrator.worker.WorkerSettings``; ``orchestrator worker`` is the usual way."""
 
-    functions = [func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0)]
-    cron_jobs = [cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0)]
+    functions: ClassVar[list[Any]] = [
+        func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0)
+    ]
+    cron_jobs: ClassVar[list[Any]] = [
+        cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0)
+    ]
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = queue.json_serializer

@@ -22,7 +22,6 @@ from sqlalchemy import text
 from orchestrator import auth, db, embedded_redis, queue
 from orchestrator import contact_log as store
 from orchestrator.db import write_session
-from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.settings import Settings
 from orchestrator.web import create_app
 from orchestrator.worker import build_worker
@@ -119,9 +118,7 @@ class SmtpRecorder:
 async def smtp_server() -> AsyncIterator[SmtpRecorder]:
     recorder = SmtpRecorder()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(recorder, hostname="smtp.test", loop=loop), "127.0.0.1", 0
-    )
+    server = await loop.create_server(lambda: SMTP(recorder, hostname="smtp.test", loop=loop), "127.0.0.1", 0)
     recorder.port = server.sockets[0].getsockname()[1]
     yield recorder
     server.close()

@@ -9,7 +9,8 @@ part with a dotted path, list items by index::
     with_(contact_payload(3), "case", REMOVE)                           # drops the key
 
 ``national_id(...)`` builds national identity numbers with correct control digits (classic, or the 2032
-scheme), ``open_clock()`` is a worker clock inside the contact window, for ``drain(settings, clock=open_clock())``.
+scheme); ``open_clock()`` is a worker clock inside the contact window:
+``drain(settings, clock=open_clock())``.
 """
 
 from __future__ import annotations

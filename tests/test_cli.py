@@ -400,35 +400,47 @@ async def test_import_usage_error_exits_2(settings: Settings, work: Path) -> Non
     assert "file" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a non-UTF-8 CSV ends in a UnicodeDecodeError traceback (exit 1), not exit 2",
-)
-async def test_import_of_latin1_csv_exits_2_with_a_message(settings: Settings, work: Path) -> None:
+@pytest.mark.parametrize("bad_row", [0, 39])
+async def test_import_of_a_non_utf8_csv_exits_2_with_a_message(
+    settings: Settings, sessions: Any, work: Path, bad_row: int
+) -> None:
+    """Latin-1 (an old Excel export), early in the file or beyond the delimiter sniffer's sample."""
     run = f"cli-{uuid.uuid4().hex[:8]}"
+    rows = [
+        portfolio_row(run, i, debtor_name="Åse Ødegård" if i == bad_row else "Ase Odegard") for i in range(40)
+    ]
     path = work / "latin1.csv"
     with path.open("w", newline="", encoding="latin-1") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
-        writer.writerow(portfolio_row(run, 1, debtor_name="Åse Ødegård"))
+        writer.writerows(rows)
+    assert path.stat().st_size > 4096
     result = await arun_cli("import", str(path), env=cli_env(settings), cwd=work)
     assert result.returncode == 2, explain(result)
+    assert "orchestrator import:" in result.stderr
+    assert "not UTF-8" in result.stderr
     assert "Traceback" not in result.stderr
+    async with sessions() as session:
+        assert await store.find_contacts_by_keys(session, [r["idempotency_key"] for r in rows]) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: `import` never migrates; on a fresh state dir it fails: 'no such table: contacts'",
-)
 def test_import_with_nothing_configured_on_a_fresh_state_dir(tmp_path: Path, work: Path) -> None:
+    """``import`` brings the SQLite schema up itself and starts (and stops) the embedded Redis."""
     from orchestrator.portfolio import csv_row_to_request
 
     state = tmp_path / "fresh-state"
     path = work / "one.ndjson"
     path.write_text(json.dumps(csv_row_to_request(portfolio_row("fresh", 1))) + "\n", encoding="utf-8")
-    result = run_cli("import", str(path), env=embedded_env(state), cwd=work)
-    assert not (state / "redis.json").exists()  # the embedded Redis is stopped either way
+    env = embedded_env(state)
+    result = run_cli("import", str(path), env=env, cwd=work)
     assert result.returncode == 0, explain(result)
+    assert "1 queued, 0 already known (idempotency key), 0 rejected" in result.stderr
+    assert (state / "orchestrator.sqlite3").is_file()
+    assert not (state / "redis.json").exists()
+    again = run_cli("import", str(path), env=env, cwd=work)
+    assert again.returncode == 0, explain(again)
+    assert "0 queued, 1 already known (idempotency key), 0 rejected" in again.stderr
+    assert not (state / "redis.json").exists()
 
 
 # ---- demo ----

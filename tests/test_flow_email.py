@@ -63,7 +63,9 @@ async def test_contact_over_http_arrives_at_smtp_and_is_logged_as_sent(
     assert attempt["rule_version"] == contact["decision"]["rule_version"]
 
     # Headers: our ids travel with the message so that callbacks find their contact.
-    assert str(message["Message-ID"]).strip() == f"<{contact_id}.{attempt['id']}@{smtp_settings.email_domain}>"
+    assert (
+        str(message["Message-ID"]).strip() == f"<{contact_id}.{attempt['id']}@{smtp_settings.email_domain}>"
+    )
     assert attempt["provider_message_id"] == str(message["Message-ID"]).strip()
     assert message["X-Orchestrator-Contact"] == contact_id
     assert envelope.mail_from == f"bounce+{attempt['id']}@{smtp_settings.bounce_domain}"
@@ -205,7 +207,9 @@ async def test_friday_night_contact_is_scheduled_for_saturday_morning_and_sent_t
         saturday_nine = datetime(2026, 11, 28, 9, 0, tzinfo=OSLO)
         assert datetime.fromisoformat(contact["send_at"]) == saturday_nine
         # The deferred job waits in Redis for exactly that moment.
-        score = await redis.zscore(smtp_settings.queue_name, f"contact:{accepted['id']}:{int(saturday_nine.timestamp())}")
+        score = await redis.zscore(
+            smtp_settings.queue_name, f"contact:{accepted['id']}:{int(saturday_nine.timestamp())}"
+        )
         assert score == saturday_nine.timestamp() * 1000
         assert smtp_server.messages == []
 
@@ -240,7 +244,9 @@ async def test_sweeper_enqueues_a_contact_a_crash_left_without_a_job(
 
     settings = smtp_settings.model_copy(update={"sweeper_stale_after_s": 0})
     # Committed, never enqueued: what a crash between COMMIT and enqueue leaves behind.
-    [result] = await intake.accept(sessions, None, settings.queue_name, [intake.parse_item(0, contact_payload(9))])
+    [result] = await intake.accept(
+        sessions, None, settings.queue_name, [intake.parse_item(0, contact_payload(9))]
+    )
     assert result.status == "queued"
     assert await redis.zcard(settings.queue_name) == 0
 

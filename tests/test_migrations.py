@@ -26,4 +26,12 @@ async def test_migrated_schema_matches_the_models(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert differences == []
-    assert {"contacts", "attempts", "debtors", "cases", "carrier_events", "timeline_events", "api_keys"} <= tables
+    assert {
+        "contacts",
+        "attempts",
+        "debtors",
+        "cases",
+        "carrier_events",
+        "timeline_events",
+        "api_keys",
+    } <= tables

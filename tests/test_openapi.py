@@ -1,6 +1,6 @@
 """``GET /openapi.json`` matches what the service really serves, accepts and returns: every route is
-documented and every documented operation is served, the request schemas carry API.md's fields, and real responses of
-the running service validate against the documented schema for their status and content type."""
+documented and every documented operation is served, the request schemas carry API.md's fields, and real
+responses of the running service validate against the documented schema for their status and content type."""
 
 from __future__ import annotations
 
@@ -375,12 +375,6 @@ async def test_the_validation_is_not_vacuous(
     assert schema_errors(doc, {"$ref": "#/components/schemas/ContactPage"}, {**page, "items": [naive]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: openapi.build_openapi (orchestrator/openapi.py) drops the content type of responses "
-    "without a model, so /metrics (text/plain) and /openapi.json (application/json) document no content",
-)
 async def test_bodies_without_a_model_document_their_content_type(
     client: TestClient[Any, Any], doc: dict[str, Any]
 ) -> None:
@@ -389,12 +383,6 @@ async def test_bodies_without_a_model_document_their_content_type(
         assert r.content_type in doc["paths"][path]["get"]["responses"]["200"].get("content", {}), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: orchestrator/openapi.py OPERATIONS documents no 400 for debtor_timeline (invalid "
-    "limit or cursor) nor for case_event (malformed JSON), yet the service answers 400 there",
-)
 @pytest.mark.parametrize(
     ("method", "path", "url", "body"),
     [

@@ -13,7 +13,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_every_setting_is_in_the_readme_table_and_nothing_else() -> None:
-    documented = set(re.findall(r"^\| `(ORCH_[A-Z0-9_]+)` \|", README.read_text(encoding="utf-8"), re.MULTILINE))
+    documented = set(
+        re.findall(r"^\| `(ORCH_[A-Z0-9_]+)` \|", README.read_text(encoding="utf-8"), re.MULTILINE)
+    )
     actual = {f"ORCH_{name.upper()}" for name in Settings.model_fields}
     assert documented == actual
 

@@ -21,12 +21,15 @@ import pytest
 from orchestrator import contact_log as store
 from orchestrator import intake, queue
 from orchestrator.models import Contact
+from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.settings import Settings
-from tests.conftest import ALWAYS_OPEN_RULES, SmtpRecorder
+from tests.conftest import SmtpRecorder
 from tests.factories import contact_payload
 
 pytestmark = pytest.mark.slow
-JOB_TIMEOUT_S = 5  # a killed worker's jobs become visible to others after this + 10 s (arq's in-progress lock)
+JOB_TIMEOUT_S = (
+    5  # a killed worker's jobs become visible to others after this + 10 s (arq's in-progress lock)
+)
 
 
 def _worker_env(settings: Settings, smtp_port: int) -> dict[str, str]:
@@ -153,7 +156,9 @@ async def test_worker_killed_mid_flight_never_sends_twice(
     assert max(received.values()) == 1, {cid: n for cid, n in received.items() if n > 1}
     for cid, contact in contacts.items():
         if contact.status == "sent":
-            assert received.get(cid) == 1, f"{cid} is logged as sent but the SMTP server has {received.get(cid)}"
+            assert received.get(cid) == 1, (
+                f"{cid} is logged as sent but the SMTP server has {received.get(cid)}"
+            )
         else:
             assert contact.status_reason == "needs_reconciliation"
             assert received.get(cid, 0) <= 1

@@ -1,4 +1,4 @@
-"""Alembic environment: async engines for SQLite and PostgreSQL, URL from the config set by orchestrator.db."""
+"""Alembic environment: async engines for SQLite and PostgreSQL; the URL comes from orchestrator.db."""
 
 from __future__ import annotations
 

@@ -110,9 +110,7 @@ def _has_evidence(evidence: Sequence[Mapping[str, Any]], channel: str, address: 
     )
 
 
-def _address_for(
-    option: ChannelOption, facts: DebtorFacts, statutory: bool
-) -> tuple[str | None, str | None]:
+def _address_for(option: ChannelOption, facts: DebtorFacts, statutory: bool) -> tuple[str | None, str | None]:
     """(address, None) when the channel reaches the debtor lawfully, else (None, reason)."""
     limits = option.limits
     if statutory and limits.statutory == "never":
@@ -172,13 +170,24 @@ def decide(
 ) -> Decision:
     """Rank every channel for ``request`` and pick the cheapest lawful, reachable one (the caller's preference
     first when it is lawful), at the next moment the contact windows allow."""
-    base = {"rule_version": rules.version, "decided_at": now}
     if request.case_status == "held":
         reason = request.case_status_reason or "case_held"
-        return Decision(outcome="held", reasons=[f"case_held:{reason}"], rejected=[], status_reason=reason, **base)
+        return Decision(
+            outcome="held",
+            reasons=[f"case_held:{reason}"],
+            rejected=[],
+            status_reason=reason,
+            rule_version=rules.version,
+            decided_at=now,
+        )
     if request.case_status == "closed":
         return Decision(
-            outcome="suppressed", reasons=["case_closed"], rejected=[], status_reason="case_closed", **base
+            outcome="suppressed",
+            reasons=["case_closed"],
+            rejected=[],
+            status_reason="case_closed",
+            rule_version=rules.version,
+            decided_at=now,
         )
 
     reasons: list[str] = []
@@ -199,7 +208,8 @@ def decide(
             reasons=["inkassovarsel_before_due_date"],
             rejected=[],
             status_reason="claim_not_due",
-            **base,
+            rule_version=rules.version,
+            decided_at=now,
         )
 
     eligible: list[tuple[float, str, ChannelOption, str]] = []
@@ -226,7 +236,8 @@ def decide(
             reasons=[*reasons, why],
             rejected=rejected,
             status_reason=why,
-            **base,
+            rule_version=rules.version,
+            decided_at=now,
         )
 
     eligible.sort(key=lambda item: (item[0], item[1]))
@@ -264,5 +275,6 @@ def decide(
         template=f"{request.language}/{request.kind}/{DEFAULT_VARIANT}/{name}",
         variant=DEFAULT_VARIANT,
         deadline=deadline,
-        **base,
+        rule_version=rules.version,
+        decided_at=now,
     )

@@ -1,6 +1,6 @@
 """The versioned rule set: contact windows, deadlines, caps and channel costs, loaded from TOML.
 
-The law is changing (Prop. 3 L (2025–2026)), so every number lives here and not in code. The packaged default is
+The law is changing (Prop. 3 L (2025–2026)), so every number lives here, not in code. The packaged default is
 ``default_rules.toml``; ``ORCH_RULES_FILE`` replaces it. The version is written on every decision.
 """
 

@@ -19,7 +19,18 @@ from orchestrator.sandbox.sample_portfolio import sample_portfolio
 from orchestrator.settings import Settings
 
 ALWAYS_OPEN_RULES = Path(__file__).with_name("always_open_rules.toml")
-SETTLED = {"sent", "delivered", "read", "failed", "bounced", "returned", "held", "suppressed", "cancelled", "scheduled"}
+SETTLED = {
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "bounced",
+    "returned",
+    "held",
+    "suppressed",
+    "cancelled",
+    "scheduled",
+}
 
 
 def _out(line: str = "") -> None:
@@ -94,8 +105,9 @@ async def _drive(settings: Settings, base: str, key: str) -> bool:
     _out(f"  API document:  {base}/openapi.json    metrics: {base}/metrics")
     if any(v["status"] == "scheduled" for v in views.values()):
         _out(
-            "\n  Some contacts wait for the next contact window (R5: weekdays 08-21, Saturdays 09-15, never on"
-            " Sundays or holidays).\n  To see them flow right now: `orchestrator demo --always-open` (a demo-only,"
+            "\n  Some contacts wait for the next contact window (R5: weekdays 08-21, Saturdays 09-15,"
+            " never on Sundays or holidays).\n  To see them flow right now: `orchestrator demo --always-open`"
+            " (a demo-only,"
             " not lawful rule set)."
         )
     sys.stdout.flush()
