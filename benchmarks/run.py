@@ -46,7 +46,7 @@ from sqlalchemy import delete, select
 from sqlalchemy import func as sql_func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from orchestrator import auth, db, embedded_redis, intake, logs, queue
+from orchestrator import auth, db, embedded_redis, intake, logs, queue, runtime
 from orchestrator.identifiers import luhn_check_digit
 from orchestrator.models import ApiKey, Attempt, Case, Contact, Debtor, TimelineEvent
 from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
@@ -694,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # WARNING: the worker logs every send at INFO; thousands of lines on a terminal would be measured too.
     logs.configure(level="WARNING")
+    runtime.tune_gc()  # as `orchestrator worker` / `web` do at start-up
     root = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
     try:
         with redis_for() as redis_url:

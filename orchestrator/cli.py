@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command
     if command in ("run", "web", "worker", "demo"):
         _check_rules(settings)
+        runtime.tune_gc()
     if command == "run":
         asyncio.run(_run(settings, web_app=True, worker=True, migrate=True))
     elif command == "web":
