@@ -170,6 +170,36 @@ def timeline_row(
     }
 
 
+async def log_contact_event(
+    session: AsyncSession,
+    contact: Contact,
+    *,
+    type: str,
+    status: str | None,
+    at: datetime,
+    detail: dict[str, Any],
+    source: str = "orchestrator",
+    attempt_id: str | None = None,
+) -> None:
+    """One entry in the timeline of the contact's debtor."""
+    await add_timeline(
+        session,
+        [
+            timeline_row(
+                debtor_id=contact.debtor_id,
+                case_id=contact.case_id,
+                contact_id=contact.id,
+                attempt_id=attempt_id,
+                type=type,
+                status=status,
+                source=source,
+                detail=detail,
+                at=at,
+            )
+        ],
+    )
+
+
 # ---- reading the log ----
 
 

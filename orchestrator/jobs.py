@@ -136,19 +136,13 @@ async def _finish_without_sending(
             decision=decision.as_json(),
         )
         if moved:
-            await store.add_timeline(
+            await store.log_contact_event(
                 session,
-                [
-                    store.timeline_row(
-                        debtor_id=contact.debtor_id,
-                        case_id=contact.case_id,
-                        contact_id=contact.id,
-                        type="decision",
-                        status=decision.outcome,
-                        detail=decision.as_json(),
-                        at=now,
-                    )
-                ],
+                contact,
+                type="decision",
+                status=decision.outcome,
+                detail=decision.as_json(),
+                at=now,
             )
     metrics.DECISIONS.labels(decision.outcome).inc()
     return decision.outcome if moved else "skipped"
@@ -169,19 +163,13 @@ async def _schedule(state: WorkerState, contact: Contact, decision: Decision, no
             decision=decision.as_json(),
         )
         if moved and (contact.status != "scheduled" or contact.send_at != decision.send_at):
-            await store.add_timeline(
+            await store.log_contact_event(
                 session,
-                [
-                    store.timeline_row(
-                        debtor_id=contact.debtor_id,
-                        case_id=contact.case_id,
-                        contact_id=contact.id,
-                        type="scheduled",
-                        status="scheduled",
-                        detail=decision.as_json(),
-                        at=now,
-                    )
-                ],
+                contact,
+                type="scheduled",
+                status="scheduled",
+                detail=decision.as_json(),
+                at=now,
             )
     if moved:
         await queue.enqueue_contact(
@@ -204,19 +192,13 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
     if contact.status == "sending":
         async with write_session(state.sessions) as session:
             if await store.mark_needs_reconciliation(session, contact_id, now=now):
-                await store.add_timeline(
+                await store.log_contact_event(
                     session,
-                    [
-                        store.timeline_row(
-                            debtor_id=contact.debtor_id,
-                            case_id=contact.case_id,
-                            contact_id=contact_id,
-                            type="needs_reconciliation",
-                            status="sending",
-                            detail={"why": "a second run found the contact already being sent; not re-sent"},
-                            at=now,
-                        )
-                    ],
+                    contact,
+                    type="needs_reconciliation",
+                    status="sending",
+                    detail={"why": "a second run found the contact already being sent; not re-sent"},
+                    at=now,
                 )
         log.warning("contact already sending; marked for reconciliation", contact_id=contact_id)
         return "needs_reconciliation"
@@ -264,19 +246,13 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
                 now=now,
                 decision=failed.as_json(),
             )
-            await store.add_timeline(
+            await store.log_contact_event(
                 session,
-                [
-                    store.timeline_row(
-                        debtor_id=contact.debtor_id,
-                        case_id=contact.case_id,
-                        contact_id=contact_id,
-                        type="failed",
-                        status="failed",
-                        detail={"reason": "template_error", "error": str(exc)},
-                        at=now,
-                    )
-                ],
+                contact,
+                type="failed",
+                status="failed",
+                detail={"reason": "template_error", "error": str(exc)},
+                at=now,
             )
         return "failed"
 
@@ -307,19 +283,13 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
                 "updated_at": now,
             },
         )
-        await store.add_timeline(
+        await store.log_contact_event(
             session,
-            [
-                store.timeline_row(
-                    debtor_id=contact.debtor_id,
-                    case_id=contact.case_id,
-                    contact_id=contact_id,
-                    type="decision",
-                    status="sending",
-                    detail=decision.as_json(),
-                    at=now,
-                )
-            ],
+            contact,
+            type="decision",
+            status="sending",
+            detail=decision.as_json(),
+            at=now,
         )
     metrics.DECISIONS.labels("send").inc()
     # From here until the result is committed, a crash leaves the contact "sending": never re-sent blindly.
@@ -347,26 +317,20 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
         await store.set_contact_status(
             session, contact_id, status="sent", reason=None, expected=("sending",), now=done
         )
-        await store.add_timeline(
+        await store.log_contact_event(
             session,
-            [
-                store.timeline_row(
-                    debtor_id=contact.debtor_id,
-                    case_id=contact.case_id,
-                    contact_id=contact_id,
-                    attempt_id=attempt_id,
-                    type="attempt",
-                    status="sent",
-                    source=receipt.provider,
-                    detail={
-                        "channel": decision.channel,
-                        "address": decision.address,
-                        "provider_message_id": receipt.provider_message_id,
-                        **receipt.detail,
-                    },
-                    at=done,
-                )
-            ],
+            contact,
+            attempt_id=attempt_id,
+            type="attempt",
+            status="sent",
+            source=receipt.provider,
+            detail={
+                "channel": decision.channel,
+                "address": decision.address,
+                "provider_message_id": receipt.provider_message_id,
+                **receipt.detail,
+            },
+            at=done,
         )
     metrics.SENDS.labels(decision.channel, receipt.provider, "sent").inc()
     log.info("sent", contact_id=contact_id, attempt_id=attempt_id, channel=decision.channel)
@@ -402,27 +366,21 @@ async def _after_transient(
                 now=now,
                 send_at=retry_at,
             )
-        await store.add_timeline(
+        await store.log_contact_event(
             session,
-            [
-                store.timeline_row(
-                    debtor_id=contact.debtor_id,
-                    case_id=contact.case_id,
-                    contact_id=contact.id,
-                    attempt_id=attempt_id,
-                    type="attempt",
-                    status="failed",
-                    source=state.channels[decision.channel or ""].provider,
-                    detail={
-                        "reason": exc.reason,
-                        "error": str(exc),
-                        "transient": True,
-                        "tries": tries,
-                        "retry_at": None if exhausted else retry_at.isoformat(),
-                    },
-                    at=now,
-                )
-            ],
+            contact,
+            attempt_id=attempt_id,
+            type="attempt",
+            status="failed",
+            source=state.channels[decision.channel or ""].provider,
+            detail={
+                "reason": exc.reason,
+                "error": str(exc),
+                "transient": True,
+                "tries": tries,
+                "retry_at": None if exhausted else retry_at.isoformat(),
+            },
+            at=now,
         )
     metrics.SENDS.labels(decision.channel or "", decision.provider or "", "transient_error").inc()
     if exhausted:
@@ -442,21 +400,15 @@ async def _after_failure(
         await store.set_contact_status(
             session, contact.id, status="failed", reason=reason, expected=("sending",), now=now
         )
-        await store.add_timeline(
+        await store.log_contact_event(
             session,
-            [
-                store.timeline_row(
-                    debtor_id=contact.debtor_id,
-                    case_id=contact.case_id,
-                    contact_id=contact.id,
-                    attempt_id=attempt_id,
-                    type="attempt",
-                    status="failed",
-                    source=decision.provider or "",
-                    detail={"reason": reason, "error": str(exc), "transient": False},
-                    at=now,
-                )
-            ],
+            contact,
+            attempt_id=attempt_id,
+            type="attempt",
+            status="failed",
+            source=decision.provider or "",
+            detail={"reason": reason, "error": str(exc), "transient": False},
+            at=now,
         )
     metrics.SENDS.labels(decision.channel or "", decision.provider or "", "failed").inc()
     log.warning("carrier refused the message", contact_id=contact.id, reason=reason)
@@ -471,21 +423,15 @@ async def _after_uncertain(
     async with write_session(state.sessions) as session:
         await store.update_attempt(session, attempt_id, now=now, status_reason=exc.reason)
         await store.mark_needs_reconciliation(session, contact.id, now=now)
-        await store.add_timeline(
+        await store.log_contact_event(
             session,
-            [
-                store.timeline_row(
-                    debtor_id=contact.debtor_id,
-                    case_id=contact.case_id,
-                    contact_id=contact.id,
-                    attempt_id=attempt_id,
-                    type="needs_reconciliation",
-                    status="sending",
-                    source=decision.provider or "",
-                    detail={"reason": exc.reason, "error": str(exc)},
-                    at=now,
-                )
-            ],
+            contact,
+            attempt_id=attempt_id,
+            type="needs_reconciliation",
+            status="sending",
+            source=decision.provider or "",
+            detail={"reason": exc.reason, "error": str(exc)},
+            at=now,
         )
     metrics.SENDS.labels(decision.channel or "", decision.provider or "", "uncertain").inc()
     log.warning("delivery outcome unknown; awaiting reconciliation", contact_id=contact.id, reason=exc.reason)

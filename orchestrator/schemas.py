@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -18,34 +18,6 @@ from pydantic import (
 )
 
 from orchestrator import identifiers
-
-KINDS = (
-    "reminder",
-    "inkassovarsel",
-    "betalingsoppfordring",
-    "payment_plan_offer",
-    "payment_plan_confirmation",
-    "address_request",
-    "dispute_acknowledgement",
-    "payment_confirmation",
-)
-STATUTORY_KINDS = frozenset({"inkassovarsel", "betalingsoppfordring"})
-CHANNELS = ("letter", "email", "sms", "chat_link", "digital_mailbox")
-STATUSES = (
-    "queued",
-    "scheduled",
-    "sending",
-    "sent",
-    "delivered",
-    "read",
-    "failed",
-    "bounced",
-    "returned",
-    "expired",
-    "held",
-    "suppressed",
-    "cancelled",
-)
 
 Kind = Literal[
     "reminder",
@@ -73,6 +45,10 @@ Status = Literal[
     "suppressed",
     "cancelled",
 ]
+
+KINDS: tuple[str, ...] = get_args(Kind)
+CHANNELS: tuple[str, ...] = get_args(ChannelName)
+STATUSES: tuple[str, ...] = get_args(Status)
 
 Phone = Annotated[str, AfterValidator(identifiers.normalize_phone)]
 Email = Annotated[str, AfterValidator(identifiers.normalize_email)]

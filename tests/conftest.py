@@ -161,6 +161,33 @@ async def make_client(settings: Settings) -> TestClient[Any, Any]:
 
 
 @pytest.fixture
+async def client(settings: Settings, sessions: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    """An HTTP client on the real app, on an emptied database."""
+    c = await make_client(settings)
+    yield c
+    await c.close()
+
+
+PROBLEM = "application/problem+json"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with ``status`` and every required member filled in."""
+    assert response.status == status, await response.text()
+    assert response.content_type == PROBLEM
+    body: dict[str, Any] = await response.json(content_type=PROBLEM)
+    assert body["status"] == status
+    for member in ("type", "title", "detail"):
+        assert isinstance(body[member], str)
+        assert body[member]
+    return body
+
+
+@pytest.fixture
 async def api_key(sessions: Any) -> str:
     return await auth.create_api_key(
         sessions, name="tests", scopes=["contacts:write", "contacts:read", "cases:write"]

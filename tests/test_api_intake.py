@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,35 +14,8 @@ from aiohttp.test_utils import TestClient
 from orchestrator import auth
 from orchestrator.identifiers import luhn_check_digit, mod11_check_digit
 from orchestrator.settings import Settings
-from tests.conftest import drain, make_client
+from tests.conftest import assert_problem, bearer, drain
 from tests.factories import REMOVE, contact_payload, kid_for, national_id, open_clock, with_
-
-PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def client(settings: Settings, sessions: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    c = await make_client(settings)
-    yield c
-    await c.close()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json(content_type=PROBLEM)
-    assert body["status"] == status
-    assert isinstance(body["type"], str)
-    assert body["type"]
-    assert isinstance(body["title"], str)
-    assert body["title"]
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    return body
 
 
 async def contacts_of(client: TestClient[Any, Any], key: str, **query: str) -> list[dict[str, Any]]:

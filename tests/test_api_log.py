@@ -4,7 +4,6 @@ against the real app, database, Redis and a real arq worker (``drain``)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,33 +12,10 @@ from aiohttp.test_utils import TestClient
 
 from orchestrator import auth
 from orchestrator.settings import Settings
-from tests.conftest import drain, make_client
+from tests.conftest import assert_problem, bearer, drain
 from tests.factories import contact_payload, national_id, open_clock
 
-PROBLEM = "application/problem+json"
 OSLO_WINTER = timezone(timedelta(hours=1))
-
-
-@pytest.fixture
-async def client(settings: Settings, sessions: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    c = await make_client(settings)
-    yield c
-    await c.close()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json(content_type=PROBLEM)
-    assert body["status"] == status
-    assert body["title"]
-    assert body["detail"]
-    assert body["type"]
-    return body
 
 
 async def create(client: TestClient[Any, Any], key: str, n: int, **overrides: Any) -> str:

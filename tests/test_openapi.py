@@ -4,7 +4,6 @@ responses of the running service validate against the documented schema for thei
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from orchestrator import auth
 from orchestrator.settings import Settings
-from tests.conftest import drain, make_client
+from tests.conftest import bearer, drain
 from tests.factories import contact_payload, open_clock
 
 DOC_URI = "urn:orchestrator:openapi"
@@ -54,13 +53,6 @@ def _rfc3339_with_offset(value: object) -> bool:
 
 
 @pytest.fixture
-async def client(settings: Settings, sessions: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    c = await make_client(settings)
-    yield c
-    await c.close()
-
-
-@pytest.fixture
 async def doc(client: TestClient[Any, Any]) -> dict[str, Any]:
     r = await client.get("/openapi.json")
     assert r.status == 200
@@ -68,10 +60,6 @@ async def doc(client: TestClient[Any, Any]) -> dict[str, Any]:
     body: dict[str, Any] = await r.json()
     assert body["openapi"].startswith("3.1")
     return body
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def schema_errors(doc: dict[str, Any], schema: dict[str, Any], instance: Any) -> list[str]:
