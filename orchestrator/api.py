@@ -176,6 +176,8 @@ def _attempt_out(attempt: Attempt, events: list[TimelineEvent]) -> AttemptOut:
         variant=attempt.variant,
         rule_version=attempt.rule_version,
         content_sha256=attempt.content_sha256,
+        encoding=attempt.encoding,
+        segments=attempt.segments,
         created_at=attempt.created_at,
         events=[_event_out(e) for e in events],
     )

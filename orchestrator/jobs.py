@@ -279,6 +279,9 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
                 "rule_version": decision.rule_version,
                 "content_sha256": rendered.content_sha256,
                 "content": {"subject": rendered.subject, "text": rendered.text, "html": rendered.html},
+                "detail": None,
+                "encoding": None,
+                "segments": None,
                 "created_at": now,
                 "updated_at": now,
             },
@@ -313,6 +316,9 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
             status="sent",
             provider=receipt.provider,
             provider_message_id=receipt.provider_message_id,
+            detail=receipt.detail,
+            encoding=receipt.detail.get("encoding"),
+            segments=receipt.detail.get("segments"),
         )
         await store.set_contact_status(
             session, contact_id, status="sent", reason=None, expected=("sending",), now=done

@@ -158,6 +158,11 @@ class Attempt(Base):
     content_sha256: Mapped[str] = mapped_column(String(64))
     # subject, text, html exactly as handed to the carrier, so an operator can show what was sent
     content: Mapped[dict[str, Any]]
+    # what the carrier said when it took the message (SMTP reply, file path, batch id, ...)
+    detail: Mapped[dict[str, Any] | None]
+    # SMS: GSM-7 or UCS-2, and how many segments the carrier bills
+    encoding: Mapped[str | None] = mapped_column(String(10))
+    segments: Mapped[int | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

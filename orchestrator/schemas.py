@@ -259,6 +259,8 @@ class AttemptOut(BaseModel):
     variant: str
     rule_version: str
     content_sha256: str
+    encoding: str | None = None
+    segments: int | None = None
     created_at: datetime
     events: list[EventOut]
 

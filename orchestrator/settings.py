@@ -6,11 +6,21 @@ the README's configuration table; ``tests/test_settings.py`` keeps the two in st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def check_sender_id(value: str) -> str:
+    """An alphanumeric SMS sender: 1-11 letters, digits or spaces, and nothing that discloses a debt (R7)."""
+    if not re.fullmatch(r"[A-Za-z0-9 ]{1,11}", value) or not value.strip():
+        raise ValueError(f"SMS sender id {value!r} must be 1-11 letters, digits or spaces")
+    if "inkasso" in value.lower():
+        raise ValueError(f"SMS sender id {value!r} must not disclose a debt (no 'inkasso', R7)")
+    return value
 
 
 class Settings(BaseSettings):
@@ -86,10 +96,50 @@ class Settings(BaseSettings):
     # Channels
     outbox_dir: Path | None = Field(None, description="Outbox folder; default `<state_dir>/outbox`.")
 
+    # SMS
+    sms_default_sender_id: str = Field(
+        "Betaling", description="Alphanumeric SMS sender (at most 11 characters; never 'inkasso', R7)."
+    )
+    sms_sender_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description='Sender per creditor organisation number, as JSON: `{"974760673": "EKSEMPEL"}`.',
+    )
+    sms_max_segments: int = Field(2, ge=1, le=10, description="Longest SMS we send, in segments.")
+    linkmobility_url: str | None = Field(
+        None, description="Link Mobility REST base URL (e.g. `https://wsx.sp247.net`); unset: not used."
+    )
+    linkmobility_username: str | None = Field(None, description="Link Mobility basic-auth user.")
+    linkmobility_password: SecretStr | None = Field(None, description="Link Mobility basic-auth password.")
+    linkmobility_platform_id: str | None = Field(None, description="Link Mobility platformId.")
+    linkmobility_platform_partner_id: str | None = Field(None, description="Link Mobility platformPartnerId.")
+    linkmobility_delivery_report_gate: str | None = Field(
+        None, description="Link Mobility gate id that posts delivery reports to our webhook."
+    )
+    linkmobility_rate_per_s: float = Field(
+        10.0, ge=0, description="Messages per second to Link Mobility (0: no limit)."
+    )
+    twilio_url: str = Field("https://api.twilio.com", description="Twilio API base URL.")
+    twilio_account_sid: str | None = Field(None, description="Twilio Account SID; unset: Twilio not used.")
+    twilio_auth_token: SecretStr | None = Field(None, description="Twilio auth token (also signs callbacks).")
+    twilio_status_callback_url: str | None = Field(
+        None, description="Our public URL for Twilio status callbacks (`https://.../webhooks/twilio`)."
+    )
+    twilio_rate_per_s: float = Field(10.0, ge=0, description="Messages per second to Twilio (0: no limit).")
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("sms_default_sender_id")
+    @classmethod
+    def _sender_id(cls, value: str) -> str:
+        return check_sender_id(value)
+
+    @field_validator("sms_sender_ids")
+    @classmethod
+    def _sender_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        return {org: check_sender_id(sender) for org, sender in value.items()}
 
     @property
     def resolved_outbox_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""SMS: one module per gateway behind ``SmsGateway``, and ``SmsChannel`` choosing between them."""
