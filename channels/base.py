@@ -28,6 +28,7 @@ class ChannelLimits:
     cost_nok: float
     statutory: StatutoryUse = "never"
     reaches: Reach | None = None  # None: the channel reaches nobody on its own (the policy never picks it)
+    supports_links: bool = False  # the message can carry a self-service link the debtor can open
 
 
 @dataclass(frozen=True)

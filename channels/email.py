@@ -59,6 +59,7 @@ EMAIL_LIMITS = ChannelLimits(
     cost_nok=0.05,
     statutory="with_evidence",
     reaches="email",
+    supports_links=True,
 )
 
 # How long close() waits for one relay to answer QUIT before it drops the connection.

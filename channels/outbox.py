@@ -62,6 +62,7 @@ SMS_LIMITS = ChannelLimits(
     cost_nok=0.45,
     statutory="never",
     reaches="mobile",
+    supports_links=True,
 )
 LETTER_LIMITS = ChannelLimits(
     max_body_chars=None,

@@ -408,6 +408,7 @@ async def case_event(request: web.Request) -> web.Response:
         elif event.type in _CLOSES:
             status, reason = "closed", _CLOSES[event.type]
             await store.set_case_status(session, case_id, status=status, reason=reason, now=now)
+            await store.revoke_case_links(session, case_id, now=now)
             affected = await store.move_case_contacts(
                 session,
                 case_id,

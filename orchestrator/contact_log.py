@@ -21,6 +21,7 @@ from orchestrator.models import (
     Base,
     Case,
     CaseEvent,
+    ChatLink,
     Contact,
     Debtor,
     TimelineEvent,
@@ -34,6 +35,7 @@ OPEN_STATUSES = ("queued", "scheduled")
 CONTACTS = cast(Table, Contact.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 CASES = cast(Table, Case.__table__)
+CHAT_LINKS = cast(Table, ChatLink.__table__)
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -438,6 +440,35 @@ async def move_case_contacts(
             .values(status=to_status, status_reason=reason, updated_at=now)
         )
     return ids
+
+
+# ---- self-service links ----
+
+
+async def insert_chat_link(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(_insert(session, ChatLink), [row])
+
+
+async def find_chat_link(session: AsyncSession, token_hash: str) -> ChatLink | None:
+    found = await session.execute(select(ChatLink).where(ChatLink.token_hash == token_hash))
+    return found.scalar_one_or_none()
+
+
+async def record_chat_link_open(session: AsyncSession, link_id: str, *, now: datetime) -> None:
+    await session.execute(
+        update(CHAT_LINKS)
+        .where(CHAT_LINKS.c.id == link_id)
+        .values(opened_count=CHAT_LINKS.c.opened_count + 1, last_opened_at=now)
+    )
+
+
+async def revoke_case_links(session: AsyncSession, case_id: str, *, now: datetime) -> int:
+    result = await session.execute(
+        update(CHAT_LINKS)
+        .where(CHAT_LINKS.c.case_id == case_id, CHAT_LINKS.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # ---- maintenance (tests, demo) ----

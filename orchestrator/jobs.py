@@ -26,8 +26,8 @@ from channels.base import (
     TransientChannelError,
     UncertainDeliveryError,
 )
+from orchestrator import chat_links, metrics, queue
 from orchestrator import contact_log as store
-from orchestrator import metrics, queue
 from orchestrator.db import write_session
 from orchestrator.identifiers import is_mobile
 from orchestrator.logs import get_logger
@@ -219,6 +219,17 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
         return await _schedule(state, contact, decision, now)
 
     zone = state.rules.contact_windows.zone
+    channel = state.channels[decision.channel]
+    link = None
+    if channel.limits.supports_links:
+        link = chat_links.issue(
+            base_url=state.settings.resolved_public_base_url,
+            debtor_id=contact.debtor_id,
+            case_id=contact.case_id,
+            contact_id=contact.id,
+            now=now,
+            ttl_days=state.settings.chat_link_ttl_days,
+        )
     try:
         rendered = state.renderer.render(
             language=contact.language,
@@ -231,6 +242,7 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
                 case=case,
                 decision=decision,
                 send_date=now.astimezone(zone).date(),
+                self_service_url=link.url if link else None,
             ),
         )
     except (TemplateNotFound, RenderError) as exc:
@@ -257,12 +269,13 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
         return "failed"
 
     attempt_id = new_id()
-    channel = state.channels[decision.channel]
     async with write_session(state.sessions) as session:
         if not await store.claim_for_sending(
             session, contact_id, now=now, channel=decision.channel, decision=decision.as_json(), send_at=now
         ):
             return "lost_claim"
+        if link is not None:
+            await store.insert_chat_link(session, link.row)
         await store.insert_attempt(
             session,
             {

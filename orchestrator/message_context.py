@@ -33,7 +33,13 @@ def _address_lines(debtor: Debtor, decision: Decision) -> list[str]:
 
 
 def build_context(
-    *, contact: Contact, debtor: Debtor, case: Case, decision: Decision, send_date: date
+    *,
+    contact: Contact,
+    debtor: Debtor,
+    case: Case,
+    decision: Decision,
+    send_date: date,
+    self_service_url: str | None = None,
 ) -> dict[str, Any]:
     details = case.details
     costs = [
@@ -79,6 +85,6 @@ def build_context(
         "send_date": send_date,
         "recipient": {"name": debtor.name, "address_lines": _address_lines(debtor, decision)},
         "contact_reference": contact.id,
-        "self_service_url": None,
+        "self_service_url": self_service_url,
         "variables": dict(contact.variables),
     }

@@ -198,6 +198,22 @@ class TimelineEvent(Base):
     __table_args__ = (Index("ix_timeline_events_debtor_id_id", "debtor_id", "id"),)
 
 
+class ChatLink(Base):
+    """A self-service link; only the SHA-256 of its token is stored, so the database cannot recreate it."""
+
+    __tablename__ = "chat_links"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    debtor_id: Mapped[str] = mapped_column(ForeignKey("debtors.id"))
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    contact_id: Mapped[str | None] = mapped_column(String(26))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    opened_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_opened_at: Mapped[datetime | None]
+
+
 class CaseEvent(Base):
     """What happened to a case, from upstream (payments, disputes): what experiments are measured on."""
 

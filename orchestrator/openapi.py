@@ -111,6 +111,14 @@ OPERATIONS: dict[str, Operation] = {
             **_ERR,
         },
     ),
+    "self_service": Operation(
+        "The debtor's self-service page behind a chat link (the token is the credential)",
+        tag="self-service",
+        responses={
+            200: ("The claim and how to pay", None, "text/html"),
+            410: ("Unknown, expired or revoked link: the same page, revealing nothing", None, "text/html"),
+        },
+    ),
     "healthz": Operation(
         "Alive", tag="operations", responses={200: ("Alive", schemas.Health, "application/json")}
     ),

@@ -303,6 +303,7 @@ CHANNEL_FILES: Final[Mapping[str, Mapping[str, str]]] = {
     "email": {"subject": "email.subject.txt", "text": "email.txt", "html": "email.html"},
     "letter": {"html": "letter.html"},
     "sms": {"text": "sms.txt"},
+    "chat_link": {"text": "chat_link.txt"},
 }
 _OPTIONAL_FILES: Final[Mapping[str, Mapping[str, str]]] = {"letter": {"text": "letter.txt"}}
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

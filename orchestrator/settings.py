@@ -40,6 +40,10 @@ class Settings(BaseSettings):
         "(`postgresql+asyncpg://user@host/db` for PostgreSQL).",
     )
     queue_name: str = Field("orchestrator:queue", description="arq queue name shared by web and workers.")
+    public_base_url: str | None = Field(
+        None, description="Where debtors reach us (self-service links); default `http://<host>:<port>`."
+    )
+    chat_link_ttl_days: int = Field(30, ge=1, le=365, description="Self-service links expire after this.")
 
     # Logging
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
@@ -140,6 +144,10 @@ class Settings(BaseSettings):
     @classmethod
     def _sender_ids(cls, value: dict[str, str]) -> dict[str, str]:
         return {org: check_sender_id(sender) for org, sender in value.items()}
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     @property
     def resolved_outbox_dir(self) -> Path:

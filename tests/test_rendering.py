@@ -358,7 +358,7 @@ def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
         ("nb", "betalingsoppfordring", "neutral", "email", r"kind='betalingsoppfordring'.*email\.subject"),
         ("nb", "reminder", "social_norm", "sms", r"variant='social_norm'.*social_norm[/\\]sms\.txt"),
         ("en", "reminder", "neutral", "letter", r"language='en'.*letter\.html"),
-        ("nb", "reminder", "neutral", "fax", r"unknown channel 'fax' \(known: email, letter, sms\)"),
+        ("nb", "reminder", "neutral", "fax", r"unknown channel 'fax' \(known: chat_link, email, letter, sms\)"),
         ("nb", "../reminder", "neutral", "sms", r"invalid template kind '\.\./reminder'"),
         ("nb", "reminder", "", "sms", r"invalid template variant ''"),
     ],

@@ -3,7 +3,7 @@
 A gateway module (``linkmobility.py``, ``twilio.py``, ...) only speaks its carrier's API: it submits one
 already-validated message and translates the carrier's answer into a ``Receipt`` or an error from
 ``channels.base`` (transient, permanent, configuration, uncertain). Choosing a gateway, failing over, rate
-limiting, number and length checks live in ``SmsChannel`` (``channels/sms/channel.py``), once for all gateways.
+limiting, number and length checks live once for all gateways in ``SmsChannel`` (``channels/sms/channel.py``).
 """
 
 from __future__ import annotations
