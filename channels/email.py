@@ -86,6 +86,10 @@ class SmtpEmailChannel:
         self._username = settings.smtp_username
         self._password = settings.smtp_password
         self._timeout_s = settings.smtp_timeout_s
+        # The system's trust store, or only the CA that signed an internal relay's certificate.
+        self._tls_context = ssl.create_default_context(
+            cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+        )
         self._pool_size = settings.smtp_pool_size
         self._from = settings.email_from
         self._domain = settings.email_domain
@@ -188,6 +192,7 @@ class SmtpEmailChannel:
             timeout=self._timeout_s,
             use_tls=self._security == "tls",
             start_tls=self._security == "starttls",
+            tls_context=self._tls_context if self._security != "none" else None,
             username=self._username,
             password=self._password.get_secret_value() if self._password is not None else None,
         )

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     )
     smtp_username: str | None = Field(None, description="SMTP AUTH user; unset sends without AUTH.")
     smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
+    smtp_ca_file: Path | None = Field(
+        None, description="CA bundle to verify the relay's certificate; unset: the system's trust store."
+    )
     smtp_pool_size: int = Field(4, ge=1, description="Pooled SMTP connections per worker process.")
     smtp_timeout_s: float = Field(30.0, gt=0, description="Timeout of one SMTP command.")
 
