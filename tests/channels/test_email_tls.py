@@ -1,4 +1,4 @@
-"""SMTP over STARTTLS and implicit TLS, with AUTH, against a real aiosmtpd server with a test CA's certificate."""
+"""SMTP over STARTTLS and implicit TLS, with AUTH, against a real aiosmtpd server and a test CA."""
 
 from __future__ import annotations
 
