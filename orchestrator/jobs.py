@@ -29,7 +29,7 @@ from channels.base import (
 from orchestrator import chat_links, metrics, queue
 from orchestrator import contact_log as store
 from orchestrator.db import write_session
-from orchestrator.identifiers import is_mobile
+from orchestrator.identifiers import is_mobile, mask_national_id
 from orchestrator.logs import get_logger
 from orchestrator.message_context import build_context
 from orchestrator.models import Case, Contact, Debtor, new_id, utcnow
@@ -82,6 +82,7 @@ def decision_input(contact: Contact, debtor: Debtor, case: Case) -> DecisionInpu
             addresses=tuple(points.get("addresses", [])),
             evidence=tuple(points.get("electronic_notice_evidence", [])),
             unusable=frozenset(points.get("unusable", [])),
+            national_id_masked=mask_national_id(debtor.national_id) if debtor.national_id else None,
         ),
         case_status=case.status,
         case_status_reason=case.status_reason,
@@ -96,8 +97,9 @@ def retry_delay_s(settings: Settings, tries: int) -> float:
 
 
 def _outgoing(
-    contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, msg: RenderedMessage
+    contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, case: Case, msg: RenderedMessage
 ) -> Outgoing:
+    creditor_organisation_number = case.details["creditor"].get("organisation_number")
     postal = None
     for address in debtor.contact_points.get("addresses", []):
         if decision.address is not None and format_address(address) == decision.address:
@@ -118,7 +120,11 @@ def _outgoing(
         text=msg.text,
         html=msg.html,
         postal_address=postal,
-        metadata={"kind": contact.kind, "template": msg.template},
+        metadata={
+            "kind": contact.kind,
+            "template": msg.template,
+            "creditor_organisation_number": creditor_organisation_number,
+        },
     )
 
 
@@ -309,7 +315,7 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
         )
     metrics.DECISIONS.labels("send").inc()
     # From here until the result is committed, a crash leaves the contact "sending": never re-sent blindly.
-    outgoing = _outgoing(contact, attempt_id, decision, debtor, rendered)
+    outgoing = _outgoing(contact, attempt_id, decision, debtor, case, rendered)
     with metrics.SEND_SECONDS.labels(decision.channel, channel.provider).time():
         try:
             receipt = await channel.send(outgoing)

@@ -32,7 +32,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         engine=engine,
         sessions=session_factory(engine),
         redis=ctx["redis"],
-        channels=build_channels(settings),
+        channels=build_channels(settings, ctx["redis"]),
         renderer=renderer,
         templates=available_templates(renderer),
         rules=load_rules(settings.rules_file),

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email import policy as email_policy
@@ -202,3 +206,43 @@ async def drain(settings: Settings, **overrides: Any) -> None:
         await asyncio.wait_for(worker.async_run(), 60)
     finally:
         await worker.close()
+
+
+def start_worker_process(env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """``python -m orchestrator worker`` as a separate OS process, its output appended to ``log_path``."""
+    if log_path is None:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it does not stop within 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

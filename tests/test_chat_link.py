@@ -48,7 +48,13 @@ async def test_link_in_an_sms_opens_the_right_case_and_is_logged(
     path = urlsplit(url).path
     payload = contact_payload(1)
     # The URL carries no personal data: just an opaque token.
-    for personal in ("D-1", "Kari", payload["debtor"]["phones"][0].lstrip("+"), payload["case"]["kid"], "C-1"):
+    for personal in (
+        "D-1",
+        "Kari",
+        payload["debtor"]["phones"][0].lstrip("+"),
+        payload["case"]["kid"],
+        "C-1",
+    ):
         assert personal not in url
 
     page = await client.get(path)
@@ -88,7 +94,9 @@ async def test_expired_revoked_and_unknown_links_show_the_same_page_and_reveal_n
 ) -> None:
     # Sent 40 days ago (windows open around the clock, so the old date is sendable): its link has expired.
     old = settings.model_copy(update={"rules_file": ALWAYS_OPEN_RULES})
-    expired = await _send_by_sms(client, old, api_key, 3, clock=lambda: datetime.now(UTC) - timedelta(days=40))
+    expired = await _send_by_sms(
+        client, old, api_key, 3, clock=lambda: datetime.now(UTC) - timedelta(days=40)
+    )
     revoked = await _send_by_sms(client, settings, api_key, 4, clock=open_clock())
     r = await client.post(
         "/v1/cases/C-4/events",

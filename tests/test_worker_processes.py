@@ -6,13 +6,8 @@ run two side by side, then count what the SMTP server received per contact.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +18,7 @@ from orchestrator import intake, queue
 from orchestrator.models import Contact
 from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.settings import Settings
-from tests.conftest import SmtpRecorder
+from tests.conftest import SmtpRecorder, start_worker_process, stop_process, wait_until
 from tests.factories import contact_payload
 
 pytestmark = pytest.mark.slow
@@ -57,27 +52,6 @@ def _worker_env(settings: Settings, smtp_port: int) -> dict[str, str]:
     return env
 
 
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "worker"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 async def _enqueue(sessions: Any, settings: Settings, count: int, first: int = 1) -> list[str]:
     redis = await queue.connect(str(settings.redis_url))
     try:
@@ -103,15 +77,6 @@ async def _contacts(sessions: Any, ids: list[str]) -> dict[str, Contact]:
         return out
 
 
-async def _wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 async def test_worker_killed_mid_flight_never_sends_twice(
     settings: Settings, smtp_server: SmtpRecorder, sessions: Any, tmp_path: Path
 ) -> None:
@@ -120,13 +85,13 @@ async def test_worker_killed_mid_flight_never_sends_twice(
     env = _worker_env(settings, smtp_server.port)
     log_path = tmp_path / "worker.log"
 
-    first = _start_worker(env, log_path)
+    first = start_worker_process(env, log_path)
     try:
 
         async def some_sent() -> bool:
             return len(smtp_server.messages) >= 100
 
-        await _wait_until(some_sent, 60, "the first worker to send 100 messages")
+        await wait_until(some_sent, 60, "the first worker to send 100 messages")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
@@ -137,7 +102,7 @@ async def test_worker_killed_mid_flight_never_sends_twice(
     in_flight = [c for c in (await _contacts(sessions, ids)).values() if c.status == "sending"]
     assert in_flight, "no contact was in flight when the worker died"
 
-    second = _start_worker(env, log_path)
+    second = start_worker_process(env, log_path)
     try:
 
         async def all_settled() -> bool:
@@ -147,9 +112,9 @@ async def test_worker_killed_mid_flight_never_sends_twice(
                 for c in contacts.values()
             )
 
-        await _wait_until(all_settled, 120, "every contact to be sent or to await reconciliation")
+        await wait_until(all_settled, 120, "every contact to be sent or to await reconciliation")
     finally:
-        _stop(second)
+        stop_process(second)
 
     received = smtp_server.per_contact()
     contacts = await _contacts(sessions, ids)
@@ -176,17 +141,17 @@ async def test_two_worker_processes_drain_one_queue_and_send_each_contact_once(
     ids = await _enqueue(sessions, settings, 300, first=1000)
     env = _worker_env(settings, smtp_server.port)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-    workers = [_start_worker(env, path) for path in logs]
+    workers = [start_worker_process(env, path) for path in logs]
     try:
 
         async def all_sent() -> bool:
             contacts = await _contacts(sessions, ids)
             return all(c.status == "sent" for c in contacts.values())
 
-        await _wait_until(all_sent, 120, "all 300 contacts to be sent")
+        await wait_until(all_sent, 120, "all 300 contacts to be sent")
     finally:
         for proc in workers:
-            _stop(proc)
+            stop_process(proc)
 
     received = smtp_server.per_contact()
     assert sorted(received) == sorted(ids)

@@ -41,6 +41,7 @@ class DebtorFacts:
     addresses: Sequence[Mapping[str, Any]] = ()
     evidence: Sequence[Mapping[str, Any]] = ()  # electronic_notice_evidence, as given at intake
     unusable: frozenset[str] = frozenset()  # addresses that bounced or returned mail
+    national_id_masked: str | None = None  # set when upstream gave a national id (digital mailbox, R9)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,12 @@ def _address_for(option: ChannelOption, facts: DebtorFacts, statutory: bool) -> 
     if limits.reaches == "mobile":
         usable = [m for m in facts.mobiles if m not in facts.unusable]
         return (usable[0], None) if usable else (None, "no_valid_mobile")
+    if limits.reaches == "national_id":
+        # A digital mailbox is addressed by national id; whether the person has one is asked at send time,
+        # and the carrier falls back to print. The log shows the id masked only (R9).
+        if facts.national_id_masked is None:
+            return None, "no_national_id"
+        return f"national id {facts.national_id_masked}", None
     if limits.reaches == "postal":
         formatted = [format_address(a) for a in facts.addresses]
         usable = [a for a in formatted if a not in facts.unusable]
