@@ -4,17 +4,21 @@ summary of where each contact went and where to look."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from pydantic import SecretStr
 
 from orchestrator import auth, db, runtime
+from orchestrator.sandbox import linkmobility, twilio
 from orchestrator.sandbox.sample_portfolio import sample_portfolio
 from orchestrator.settings import Settings
 
@@ -40,6 +44,34 @@ def _out(line: str = "") -> None:
 async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: bool) -> int:
     if always_open:
         settings = settings.model_copy(update={"rules_file": ALWAYS_OPEN_RULES})
+    async with contextlib.AsyncExitStack() as stack:
+        # The carriers' sandboxes: real local servers speaking Link Mobility's and Twilio's APIs.
+        link = linkmobility.LinkMobilitySandbox()
+        link_url = await stack.enter_async_context(linkmobility.serve(link))
+        tw = twilio.TwilioSandbox()
+        tw_url = await stack.enter_async_context(twilio.serve(tw))
+        settings = settings.model_copy(
+            update={
+                "linkmobility_url": link_url,
+                "linkmobility_username": link.username,
+                "linkmobility_password": SecretStr(link.password),
+                "linkmobility_platform_id": link.platform_id,
+                "linkmobility_platform_partner_id": link.platform_partner_id,
+                "twilio_url": tw_url,
+                "twilio_account_sid": tw.account_sid,
+                "twilio_auth_token": SecretStr(tw.auth_token),
+            }
+        )
+        return await _run(settings, exit_when_done, Sandboxes(link, tw))
+
+
+@dataclass
+class Sandboxes:
+    link: linkmobility.LinkMobilitySandbox
+    twilio: twilio.TwilioSandbox
+
+
+async def _run(settings: Settings, exit_when_done: bool, sandboxes: Sandboxes) -> int:
     with runtime.redis_for(settings) as redis_url:
         async with runtime.running(settings, redis_url, migrate=True) as handle:
             engine = db.create_engine(settings.resolved_database_url)
@@ -51,7 +83,7 @@ async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: boo
                 )
             finally:
                 await engine.dispose()
-            ok = await _drive(settings, handle.url, key)
+            ok = await _drive(settings, handle.url, key, sandboxes)
             if exit_when_done:
                 return 0 if ok else 1
             _out(f"\nThe orchestrator keeps running on {handle.url} — press Ctrl-C to stop.")
@@ -59,7 +91,7 @@ async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: boo
     return 0
 
 
-async def _drive(settings: Settings, base: str, key: str) -> bool:
+async def _drive(settings: Settings, base: str, key: str, sandboxes: Sandboxes) -> bool:
     headers = {"Authorization": f"Bearer {key}"}
     today = datetime.now(ZoneInfo("Europe/Oslo")).date()
     contacts = sample_portfolio(today, uuid.uuid4().hex[:8])
@@ -100,6 +132,10 @@ async def _drive(settings: Settings, base: str, key: str) -> bool:
     for folder in ("email", "sms", "letter"):
         files = sorted((outbox / folder).glob("*")) if (outbox / folder).exists() else []
         _out(f"    {folder:<6} {len(files)} file(s)" + (f", newest {files[-1].name}" if files else ""))
+    _out(
+        f"  SMS gateways (sandboxes): Link Mobility took {len(sandboxes.link.messages)}, "
+        f"Twilio took {len(sandboxes.twilio.messages)}"
+    )
     _out(f"  contact log:   curl -H 'Authorization: Bearer {key}' {base}/v1/contacts")
     _out(f"  a timeline:    curl -H 'Authorization: Bearer {key}' {base}/v1/debtors/DEMO-D-1/timeline")
     _out(f"  API document:  {base}/openapi.json    metrics: {base}/metrics")

@@ -89,6 +89,13 @@ def sample_portfolio(today: date, run: str) -> list[dict[str, Any]]:
             "case": _case(4, today, "15200.00", fee=False),
         },
         {
+            "idempotency_key": f"demo-{run}/6/reminder-link",
+            "kind": "reminder",
+            "channel": "chat_link",
+            "debtor": {"id": "DEMO-D-6", "type": "person", "name": "Nils Nilsen", "phones": ["+4798765432"]},
+            "case": _case(6, today, "2450.00", fee=True),
+        },
+        {
             "idempotency_key": f"demo-{run}/5/reminder",
             "kind": "reminder",
             "debtor": {
