@@ -6,8 +6,8 @@ A fresh install works end to end with nothing configured and an operator can ope
   an ``X-Envelope-From`` header (the VERP return path) in front;
 - ``<outbox>/sms/<YYYY-MM-DD>.jsonl``: one JSON object per SMS (UTC date), appended with ``O_APPEND`` and a
   single ``write`` so that several worker processes can share the file;
-- ``<outbox>/letter/<contact_id>.<attempt_id>.pdf``: the letter's HTML rendered by WeasyPrint in a small
-  process pool (rendering is CPU-bound and never runs on the event loop).
+- ``<outbox>/letter/<contact_id>.<attempt_id>.pdf``: the letter's HTML rendered by ``channels.letter``'s
+  ``PdfRenderer`` (WeasyPrint in a small process pool, never on the event loop; shipped fonts only).
 
 Whole files are written atomically (a temporary file in the same folder, then ``os.replace``); a retried
 attempt overwrites its own file. Files are created readable by the owner only: they hold personal data. All
@@ -19,18 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import multiprocessing
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from channels.base import (
     Channel,
@@ -206,38 +201,6 @@ class OutboxSmsChannel(_OutboxChannel):
         )
 
 
-# ------------------------------------------------------------------------------------------ letter rendering
-# These two functions run in the render worker processes (spawned: they import this module afresh), never in
-# the process that owns the event loop; the parent process never imports WeasyPrint.
-
-
-def _import_weasyprint() -> Any:  # the module; WeasyPrint ships no type hints
-    # WeasyPrint announces every rendering step at INFO and fontTools (font subsetting) is chatty too.
-    for name in ("weasyprint", "weasyprint.progress", "fontTools"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        # Emitted on import where the system lacks libharfbuzz-subset; WeasyPrint then subsets fonts with
-        # fontTools, which is fine. Under ``-W error`` (spawned workers inherit it) it would kill the worker.
-        warnings.filterwarnings(
-            "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning
-        )
-        import weasyprint
-    return weasyprint
-
-
-def _init_render_worker() -> None:
-    _import_weasyprint()  # pay for the import once per worker, not on its first letter
-
-
-def _render_pdf(html: str) -> bytes:
-    weasyprint = _import_weasyprint()
-
-    # Only inline (data:) resources: a letter never reaches out to the network or the file system.
-    fetcher = weasyprint.URLFetcher(allowed_protocols={"data"})
-    pdf = weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf()
-    return bytes(pdf)
-
-
 class OutboxLetterChannel(_OutboxChannel):
     """The ``letter`` channel as PDF files, rendered from ``message.html`` with WeasyPrint."""
 
@@ -246,37 +209,20 @@ class OutboxLetterChannel(_OutboxChannel):
 
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(settings, clock=clock)
-        self._executor: ProcessPoolExecutor | None = None
+        # Imported here: channels.letter takes LETTER_LIMITS from this module.
+        from channels.letter import PdfRenderer
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=_LETTER_RENDER_WORKERS,
-                # "spawn": no fork of a process that runs threads and an event loop.
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_render_worker,
-            )
-        return self._executor
+        self._renderer: PdfRenderer = PdfRenderer(workers=_LETTER_RENDER_WORKERS)
 
     async def send(self, message: Outgoing) -> Receipt:
         if message.html is None:
             raise PermanentChannelError(
                 "letter_requires_html", "a letter is rendered from HTML; none was given"
             )
-        relative = f"letter/{_file_stem(message)}.pdf"
-        loop = asyncio.get_running_loop()
-        executor = self._pool()
-        try:
-            pdf = await loop.run_in_executor(executor, _render_pdf, message.html)
-        except BrokenProcessPool as exc:  # a worker died (killed, out of memory): start afresh next time
-            if self._executor is executor:
-                self._executor = None
-                executor.shutdown(wait=False, cancel_futures=True)
-            raise TransientChannelError("letter_render_unavailable", f"PDF renderer died: {exc}") from exc
-        except Exception as exc:  # the same HTML fails the same way every time
-            raise PermanentChannelError(
-                "letter_render_failed", f"cannot render the letter: {type(exc).__name__}: {str(exc)[:200]}"
-            ) from exc
+        stem = _file_stem(message)
+        relative = f"letter/{stem}.pdf"
+        # The same PDF the print provider would get: shipped fonts, page numbers, "Ref: <contact>.<attempt>".
+        pdf = (await self._renderer.render(message.html, reference=stem)).pdf
         try:
             await asyncio.to_thread(_write_atomic, self._root / relative, pdf)
         except OSError as exc:
@@ -288,9 +234,7 @@ class OutboxLetterChannel(_OutboxChannel):
         )
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        await self._renderer.close()
 
 
 def outbox_channels(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> dict[str, Channel]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from arq import Retry
 from arq.connections import ArqRedis
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from channels.base import (
@@ -34,6 +35,7 @@ from orchestrator.logs import get_logger
 from orchestrator.message_context import build_context
 from orchestrator.models import Case, Contact, Debtor, new_id, utcnow
 from orchestrator.policy.decide import (
+    STATUTORY_KINDS,
     ChannelOption,
     DebtorFacts,
     Decision,
@@ -97,19 +99,37 @@ def retry_delay_s(settings: Settings, tries: int) -> float:
 
 
 def _outgoing(
-    contact: Contact, attempt_id: str, decision: Decision, debtor: Debtor, case: Case, msg: RenderedMessage
+    contact: Contact,
+    attempt_id: str,
+    decision: Decision,
+    debtor: Debtor,
+    case: Case,
+    msg: RenderedMessage,
+    print_if_unread_after: date | None,
 ) -> Outgoing:
     creditor_organisation_number = case.details["creditor"].get("organisation_number")
+    # The letter's address, or (for a digital mailbox that may fall back to print) the first one we have.
+    addresses = debtor.contact_points.get("addresses", [])
+    chosen = next((a for a in addresses if format_address(a) == decision.address), None)
+    chosen = chosen or (addresses[0] if addresses else None)
     postal = None
-    for address in debtor.contact_points.get("addresses", []):
-        if decision.address is not None and format_address(address) == decision.address:
-            postal = PostalAddress(
-                lines=tuple(address["lines"]),
-                postal_code=address["postal_code"],
-                city=address["city"],
-                country=address.get("country", "NO"),
-            )
-            break
+    if chosen is not None:
+        postal = PostalAddress(
+            lines=tuple(chosen["lines"]),
+            postal_code=chosen["postal_code"],
+            city=chosen["city"],
+            country=chosen.get("country", "NO"),
+        )
+    metadata: dict[str, Any] = {
+        "kind": contact.kind,
+        "template": msg.template,
+        "creditor_organisation_number": creditor_organisation_number,
+    }
+    if debtor.national_id is not None:
+        # Identification only (R9): a SecretStr, so no repr or log line can show it.
+        metadata["national_id"] = SecretStr(debtor.national_id)
+    if print_if_unread_after is not None:
+        metadata["print_if_unread_after"] = print_if_unread_after
     return Outgoing(
         contact_id=contact.id,
         attempt_id=attempt_id,
@@ -120,11 +140,7 @@ def _outgoing(
         text=msg.text,
         html=msg.html,
         postal_address=postal,
-        metadata={
-            "kind": contact.kind,
-            "template": msg.template,
-            "creditor_organisation_number": creditor_organisation_number,
-        },
+        metadata=metadata,
     )
 
 
@@ -315,7 +331,12 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
         )
     metrics.DECISIONS.labels("send").inc()
     # From here until the result is committed, a crash leaves the contact "sending": never re-sent blindly.
-    outgoing = _outgoing(contact, attempt_id, decision, debtor, case, rendered)
+    print_if_unread_after = None
+    if contact.kind in STATUTORY_KINDS:
+        # R3: digital first, paper if unread (carriers that cannot print ignore it).
+        days = state.rules.print_if_unread_after_days
+        print_if_unread_after = now.astimezone(zone).date() + timedelta(days=days)
+    outgoing = _outgoing(contact, attempt_id, decision, debtor, case, rendered, print_if_unread_after)
     with metrics.SEND_SECONDS.labels(decision.channel, channel.provider).time():
         try:
             receipt = await channel.send(outgoing)

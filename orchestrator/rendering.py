@@ -304,6 +304,9 @@ CHANNEL_FILES: Final[Mapping[str, Mapping[str, str]]] = {
     "letter": {"html": "letter.html"},
     "sms": {"text": "sms.txt"},
     "chat_link": {"text": "chat_link.txt"},
+    # A digital mailbox carries the letter (as PDF); its subject shows in the mailbox's alerts, so it is the
+    # e-mail subject, which never reads "inkasso" (R7).
+    "digital_mailbox": {"subject": "email.subject.txt", "html": "letter.html"},
 }
 _OPTIONAL_FILES: Final[Mapping[str, Mapping[str, str]]] = {"letter": {"text": "letter.txt"}}
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -403,20 +406,17 @@ class Renderer:
         self, *, language: str, kind: str, variant: str, channel: str, context: Mapping[str, Any]
     ) -> RenderedMessage:
         prefix, names = self._files(language=language, kind=kind, variant=variant, channel=channel)
-        subject: str | None = None
-        html: str | None = None
-        if channel == "email":
-            subject = " ".join(self._render(names["subject"], context).split())
-            text = self._render(names["text"], context).strip() + "\n"
-            html = self._render(names["html"], context).strip() + "\n"
-        elif channel == "letter":
-            html = self._render(names["html"], context).strip() + "\n"
-            if "text" in names:
-                text = self._render(names["text"], context).strip() + "\n"
-            else:
-                text = html_to_text(html) + "\n"
-        else:  # sms
+        # Which parts a channel has is data (CHANNEL_FILES): a subject line, an HTML document, a text. A
+        # channel with only a text (SMS, chat link) gets it on one line; a text-less channel gets one from
+        # its HTML, so every message has a plain-text form for the log.
+        subject = " ".join(self._render(names["subject"], context).split()) if "subject" in names else None
+        html = self._render(names["html"], context).strip() + "\n" if "html" in names else None
+        if "text" not in names:
+            text = html_to_text(html or "") + "\n"
+        elif set(names) == {"text"}:
             text = " ".join(self._render(names["text"], context).split())
+        else:
+            text = self._render(names["text"], context).strip() + "\n"
         return RenderedMessage(
             template=f"{prefix}/{channel}",
             subject=subject,

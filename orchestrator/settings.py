@@ -133,6 +133,47 @@ class Settings(BaseSettings):
     )
     twilio_rate_per_s: float = Field(10.0, ge=0, description="Messages per second to Twilio (0: no limit).")
 
+    # Letters
+    print_delivery: Literal["outbox", "folder", "sftp"] = Field(
+        "outbox", description="Where letter PDFs go: the outbox, a print provider's drop folder, or its SFTP."
+    )
+    print_folder: Path | None = Field(None, description="The print provider's drop folder (`folder`).")
+    print_sftp_host: str | None = Field(None, description="The print provider's SFTP host (`sftp`).")
+    print_sftp_port: int = Field(22, description="SFTP port.")
+    print_sftp_username: str | None = Field(None, description="SFTP user.")
+    print_sftp_password: SecretStr | None = Field(None, description="SFTP password (or use a key).")
+    print_sftp_key_file: Path | None = Field(None, description="SFTP private key file.")
+    print_sftp_key_passphrase: SecretStr | None = Field(None, description="Passphrase of the key file.")
+    print_sftp_known_hosts: Path | None = Field(
+        None, description="known_hosts with the provider's host key (required: the key is always checked)."
+    )
+    print_sftp_remote_dir: str = Field(".", description="Folder on the SFTP server that batches go into.")
+    print_batch_max_letters: int = Field(
+        100, ge=1, description="A print batch is sent at this many letters..."
+    )
+    print_batch_max_wait_s: float = Field(
+        20.0, gt=0, description="...or this long after its first letter (keep well under ORCH_JOB_TIMEOUT_S)."
+    )
+    letter_render_workers: int = Field(2, ge=1, description="Processes rendering letter PDFs per worker.")
+
+    # Digital mailbox (Digipost)
+    digipost_url: str | None = Field(
+        None, description="Digipost API base URL (`https://api.digipost.no`); unset: no digital mailbox."
+    )
+    digipost_sender_id: str | None = Field(None, description="Our Digipost sender (organisation) id.")
+    digipost_broker_id: str | None = Field(None, description="Broker id when a broker sends for us.")
+    digipost_private_key_path: Path | None = Field(
+        None, description="Business certificate key (PEM or PKCS#12) that signs Digipost requests."
+    )
+    digipost_private_key: SecretStr | None = Field(None, description="The same key as PEM text.")
+    digipost_private_key_password: SecretStr | None = Field(None, description="Password of the key file.")
+    digipost_return_address: str | None = Field(
+        None, description='Return address for printed letters: `"Name; street; 0102 Oslo"`.'
+    )
+    digipost_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Digipost request.")
+    digipost_cost_nok: float = Field(1.2, ge=0, description="What a digital mailbox message costs (ranking).")
+    digipost_subject: str = Field("Brev", description="Subject shown in Digipost when the message has none.")
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

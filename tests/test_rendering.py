@@ -363,7 +363,7 @@ def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
             "reminder",
             "neutral",
             "fax",
-            r"unknown channel 'fax' \(known: chat_link, email, letter, sms\)",
+            r"unknown channel 'fax' \(known: chat_link, digital_mailbox, email, letter, sms\)",
         ),
         ("nb", "../reminder", "neutral", "sms", r"invalid template kind '\.\./reminder'"),
         ("nb", "reminder", "", "sms", r"invalid template variant ''"),

@@ -84,6 +84,11 @@ class RuleSet(BaseModel):
     version: str = Field(min_length=1)
     contact_windows: ContactWindows
     statutory_deadline_days: int = Field(14, ge=14, description="R1/R2: at least 14 days from the send date.")
+    print_if_unread_after_days: int = Field(
+        7,
+        ge=1,
+        description="R3: a statutory notice in a digital mailbox that is still unread is printed then.",
+    )
     channel_costs_nok: dict[str, float] = Field(default_factory=dict)
 
 
