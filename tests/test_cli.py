@@ -464,15 +464,15 @@ def test_demo_always_open_with_nothing_configured(tmp_path: Path, work: Path) ->
     assert result.returncode == 0, explain(result)
     out = result.stdout
     outbox = (state / "outbox").resolve()
-    assert f"outbox (no carrier configured): {outbox}" in out, explain(result)
-    assert "6 through POST" in out
-    assert "5 queued, 1 rejected" in out
+    assert f"outbox (e-mail, as no SMTP relay is configured): {outbox}/email" in out, explain(result)
+    assert "7 through POST" in out
+    assert "6 queued, 1 rejected" in out
     # the rejected sample item's problems
-    assert "item 5: debtor.phones.0:" in out
-    assert "item 5: debtor.emails.0:" in out
-    assert "item 5: case.kid:" in out
+    assert "item 6: debtor.phones.0:" in out
+    assert "item 6: debtor.emails.0:" in out
+    assert "item 6: case.kid:" in out
     # each sample contact's outcome: with windows always open, every one is sent
-    for n in (1, 2, 3, 4, 6):
+    for n in (1, 2, 3, 4, 6, 7):
         line = next((ln for ln in out.splitlines() if ln.strip().startswith(f"DEMO-D-{n} ")), None)
         assert line is not None, explain(result)
         assert "-> sent" in line, line
@@ -486,8 +486,14 @@ def test_demo_always_open_with_nothing_configured(tmp_path: Path, work: Path) ->
     taken = re.search(r"Link Mobility took (\d+), Twilio took (\d+)", out)
     assert taken, out
     assert int(taken.group(1)) + int(taken.group(2)) == 2
-    assert len(letters) >= 1
-    assert all(p.read_bytes().startswith(b"%PDF") for p in letters)
+    # Letters went to the print provider's SFTP sandbox in a batch, the notice for the Digipost user digitally
+    assert letters == []
+    assert re.search(r"print provider \(SFTP sandbox\): 1 batch\(es\), 2 letter\(s\)", out), out
+    batch = next((state / "sandbox-print-provider" / "sftp").iterdir())
+    pdfs = sorted(batch.glob("*.pdf"))
+    assert len(pdfs) == 2
+    assert all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
+    assert "digital mailbox (Digipost sandbox): digital" in out
     assert (state / "orchestrator.sqlite3").is_file()
     _assert_redis_gone(state, result.stderr)
 

@@ -18,11 +18,13 @@ import aiohttp
 from pydantic import SecretStr
 
 from orchestrator import auth, db, runtime
-from orchestrator.sandbox import linkmobility, twilio
-from orchestrator.sandbox.sample_portfolio import sample_portfolio
+from orchestrator.sandbox import digipost, linkmobility, twilio
+from orchestrator.sandbox.print_provider import PrintProviderSandbox, serve_print_sandbox
+from orchestrator.sandbox.sample_portfolio import DIGIPOST_USER, sample_portfolio
 from orchestrator.settings import Settings
 
 ALWAYS_OPEN_RULES = Path(__file__).with_name("always_open_rules.toml")
+DIGIPOST_SENDER = "123456"
 SETTLED = {
     "sent",
     "delivered",
@@ -50,8 +52,28 @@ async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: boo
         link_url = await stack.enter_async_context(linkmobility.serve(link))
         tw = twilio.TwilioSandbox()
         tw_url = await stack.enter_async_context(twilio.serve(tw))
+        # The print provider (an SFTP server) and Digipost, with the sample's mailbox user.
+        printer = await stack.enter_async_context(
+            serve_print_sandbox(settings.state_dir.resolve() / "sandbox-print-provider")
+        )
+        private_pem, public_pem = digipost.generate_key_pair()
+        mailbox = digipost.DigipostSandbox()
+        mailbox.add_sender(DIGIPOST_SENDER, public_pem)
+        mailbox.add_user(DIGIPOST_USER)
+        mailbox_url = await stack.enter_async_context(digipost.serve(mailbox))
         settings = settings.model_copy(
             update={
+                "print_delivery": "sftp",
+                "print_sftp_host": printer.host,
+                "print_sftp_port": printer.port,
+                "print_sftp_username": printer.username,
+                "print_sftp_password": SecretStr(str(printer.password)),
+                "print_sftp_known_hosts": printer.known_hosts_path,
+                "print_batch_max_wait_s": 1.0,
+                "digipost_url": mailbox_url,
+                "digipost_sender_id": DIGIPOST_SENDER,
+                "digipost_private_key": SecretStr(private_pem.decode()),
+                "digipost_return_address": "Eksempel Kreditt AS; Postboks 1; 0101 OSLO",
                 "linkmobility_url": link_url,
                 "linkmobility_username": link.username,
                 "linkmobility_password": SecretStr(link.password),
@@ -62,13 +84,15 @@ async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: boo
                 "twilio_auth_token": SecretStr(tw.auth_token),
             }
         )
-        return await _run(settings, exit_when_done, Sandboxes(link, tw))
+        return await _run(settings, exit_when_done, Sandboxes(link, tw, printer, mailbox))
 
 
 @dataclass
 class Sandboxes:
     link: linkmobility.LinkMobilitySandbox
     twilio: twilio.TwilioSandbox
+    printer: PrintProviderSandbox
+    mailbox: digipost.DigipostSandbox
 
 
 async def _run(settings: Settings, exit_when_done: bool, sandboxes: Sandboxes) -> int:
@@ -128,13 +152,22 @@ async def _drive(settings: Settings, base: str, key: str, sandboxes: Sandboxes) 
         for rejected in decision.get("rejected", []):
             _out(f"  {'':<10} {'':<14}    not {rejected['channel']}: {rejected['reason']}")
     outbox = settings.resolved_outbox_dir.resolve()
-    _out(f"\nWhere to look:\n  outbox (no carrier configured): {outbox}/{{email,sms,letter}}")
-    for folder in ("email", "sms", "letter"):
+    _out(f"\nWhere to look:\n  outbox (e-mail, as no SMTP relay is configured): {outbox}/email")
+    for folder in ("email",):
         files = sorted((outbox / folder).glob("*")) if (outbox / folder).exists() else []
         _out(f"    {folder:<6} {len(files)} file(s)" + (f", newest {files[-1].name}" if files else ""))
     _out(
         f"  SMS gateways (sandboxes): Link Mobility took {len(sandboxes.link.messages)}, "
         f"Twilio took {len(sandboxes.twilio.messages)}"
+    )
+    batches = sandboxes.printer.batches()
+    _out(
+        f"  print provider (SFTP sandbox): {len(batches)} batch(es), "
+        f"{sum(len(b.letters) for b in batches)} letter(s) in {sandboxes.printer.drop_dir}"
+    )
+    _out(
+        "  digital mailbox (Digipost sandbox): "
+        + (", ".join(m.delivery for m in sandboxes.mailbox.messages) or "nothing")
     )
     _out(f"  contact log:   curl -H 'Authorization: Bearer {key}' {base}/v1/contacts")
     _out(f"  a timeline:    curl -H 'Authorization: Bearer {key}' {base}/v1/debtors/DEMO-D-1/timeline")

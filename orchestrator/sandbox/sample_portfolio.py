@@ -9,6 +9,8 @@ from orchestrator.identifiers import luhn_check_digit
 
 CREDITOR = {"name": "Eksempel Kreditt AS", "organisation_number": "974760673"}
 ACCOUNT = "86011117947"
+# A synthetic national id (Tenor-style, month + 80): a Digipost user in the demo's sandbox.
+DIGIPOST_USER = "06876312016"
 
 
 def _kid(n: int) -> str:
@@ -87,6 +89,18 @@ def sample_portfolio(today: date, run: str) -> list[dict[str, Any]]:
                 "phones": ["+4792345678"],
             },
             "case": _case(4, today, "15200.00", fee=False),
+        },
+        {
+            "idempotency_key": f"demo-{run}/7/inkassovarsel",
+            "kind": "inkassovarsel",
+            "debtor": {
+                "id": "DEMO-D-7",
+                "type": "person",
+                "name": "Berit Hansen",
+                "national_id": DIGIPOST_USER,
+                "addresses": [{"lines": ["Torget 7"], "postal_code": "9008", "city": "TROMSØ"}],
+            },
+            "case": _case(7, today, "3300.00", fee=True),
         },
         {
             "idempotency_key": f"demo-{run}/6/reminder-link",
