@@ -80,9 +80,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
@@ -106,6 +105,7 @@ from channels.base import (
     TransientChannelError,
     UncertainDeliveryError,
 )
+from channels.http import RequestProgress, retry_after_s, tracking_session
 from channels.letter import PdfRenderer, letter_reference
 from orchestrator.identifiers import validate_national_id
 
@@ -344,19 +344,6 @@ class _Answer:
     status: int
     body: bytes
     retry_after: str | None
-
-
-@dataclass
-class _Progress:
-    """Set by aiohttp's tracing once the request headers were written: from then on Digipost may have it."""
-
-    sent: bool = False
-
-
-async def _on_headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
-    progress = getattr(context, "trace_request_ctx", None)
-    if isinstance(progress, _Progress):
-        progress.sent = True
 
 
 # ---------------------------------------------------------------------------------------------------- XML
@@ -860,7 +847,7 @@ class DigipostChannel:
         if content_type is not None:
             headers["Content-Type"] = content_type
             headers["MIME-Version"] = "1.0"
-        progress = _Progress()
+        progress = RequestProgress()
         try:
             async with self._session_or_new().request(
                 method, url, data=body, headers=headers, trace_request_ctx=progress
@@ -891,11 +878,8 @@ class DigipostChannel:
 
     def _session_or_new(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            tracing = aiohttp.TraceConfig()
-            tracing.on_request_headers_sent.append(_on_headers_sent)
-            self._session = aiohttp.ClientSession(
+            self._session = tracking_session(
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                trace_configs=[tracing],
                 # As the Java client: no Accept-Encoding, Digipost's answers are small.
                 skip_auto_headers=("Accept-Encoding",),
             )
@@ -964,21 +948,6 @@ def _error_code(raw: bytes) -> str | None:
     return _text(root, "error-code") if root is not None and root.tag == _q("error") else None
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _translate(answer: _Answer, *, sending: bool, what: str) -> ChannelError:
     """The channel error for a Digipost answer that did not take (or identify) anything."""
     root = _parse_xml(answer.body)
@@ -994,7 +963,7 @@ def _translate(answer: _Answer, *, sending: bool, what: str) -> ChannelError:
         return ChannelConfigurationError(f"digipost_auth_failed:{code or status}", detail)
     if status == 429:
         return TransientChannelError(
-            "digipost_throttled", detail, retry_after_s=_retry_after_s(answer.retry_after)
+            "digipost_throttled", detail, retry_after_s=retry_after_s(answer.retry_after)
         )
     if status == 504 and sending:  # a proxy gave up waiting for Digipost, which may have taken the message
         return UncertainDeliveryError("digipost_outcome_unknown", detail)
@@ -1002,7 +971,7 @@ def _translate(answer: _Answer, *, sending: bool, what: str) -> ChannelError:
         return TransientChannelError(
             "digipost_unavailable" if status == 503 else "digipost_5xx",
             detail,
-            retry_after_s=_retry_after_s(answer.retry_after),
+            retry_after_s=retry_after_s(answer.retry_after),
         )
     if code in _NOT_A_USER_CODES:
         return PermanentChannelError("not_digipost_user", detail)

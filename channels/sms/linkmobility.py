@@ -34,12 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -54,6 +49,7 @@ from channels.base import (
     TransientChannelError,
     UncertainDeliveryError,
 )
+from channels.http import RequestProgress, retry_after_s, tracking_session
 from channels.sms.gateway import SmsMessage
 
 if TYPE_CHECKING:
@@ -121,22 +117,6 @@ def _int_or_none(value: object) -> int | None:
     return None
 
 
-def _retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date); None if absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, math.ceil((when - (now or datetime.now(UTC))).total_seconds()))
-
-
 def _basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
@@ -148,19 +128,6 @@ def _source_ton(sender: str) -> str:
     if sender.isdigit():
         return "SHORTNUMBER"
     return "ALPHANUMERIC"
-
-
-@dataclass
-class _Progress:
-    """Set by aiohttp's tracing once the request headers were written: from then on Common may have it."""
-
-    sent: bool = False
-
-
-async def _on_headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
-    progress = getattr(context, "trace_request_ctx", None)
-    if isinstance(progress, _Progress):
-        progress.sent = True
 
 
 class LinkMobilityGateway:
@@ -284,7 +251,7 @@ class LinkMobilityGateway:
                 "Link Mobility does not carry characters outside the Basic Multilingual Plane (e.g. emoji)",
             )
         data = json.dumps(self.payload(message), ensure_ascii=False).encode("utf-8")
-        progress = _Progress()
+        progress = RequestProgress()
         try:
             async with self._session_or_new().post(
                 self._send_url,
@@ -351,7 +318,7 @@ class LinkMobilityGateway:
             raise TransientChannelError(
                 "gateway_throttled",
                 f"Link Mobility answered 429: {description}".rstrip(": "),
-                retry_after_s=_retry_after(retry_after),
+                retry_after_s=retry_after_s(retry_after),
             )
         if status in (401, 403):
             raise ChannelConfigurationError(
@@ -389,12 +356,9 @@ class LinkMobilityGateway:
 
     def _session_or_new(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            tracing = aiohttp.TraceConfig()
-            tracing.on_request_headers_sent.append(_on_headers_sent)
-            self._session = aiohttp.ClientSession(
+            self._session = tracking_session(
                 headers={"Authorization": self._authorization, "Accept": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                trace_configs=[tracing],
             )
         return self._session
 

@@ -28,10 +28,7 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -46,6 +43,7 @@ from channels.base import (
     TransientChannelError,
     UncertainDeliveryError,
 )
+from channels.http import retry_after_s
 from channels.sms.gateway import SmsMessage
 
 if TYPE_CHECKING:
@@ -122,26 +120,6 @@ def _check_http_url(value: str, setting: str) -> str:
     return value
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; ``None`` when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
 def _error_fields(body: bytes) -> tuple[int | None, str | None]:
     """``code`` and ``more_info`` of a Twilio error body; (None, None) when it is not one."""
     try:
@@ -167,11 +145,9 @@ def _translate_error(status: int, body: bytes, retry_after: str | None) -> Chann
     if code == _AUTH_FAILED or status in (401, 403):
         return ChannelConfigurationError("gateway_auth_failed", detail)
     if code == _TOO_MANY_REQUESTS or status == 429:
-        return TransientChannelError(
-            "gateway_rate_limited", detail, retry_after_s=_retry_after_s(retry_after)
-        )
+        return TransientChannelError("gateway_rate_limited", detail, retry_after_s=retry_after_s(retry_after))
     if status >= 500:
-        return TransientChannelError("gateway_5xx", detail, retry_after_s=_retry_after_s(retry_after))
+        return TransientChannelError("gateway_5xx", detail, retry_after_s=retry_after_s(retry_after))
     if code is not None and code in _CONFIGURATION_REASONS:
         return ChannelConfigurationError(_CONFIGURATION_REASONS[code], detail)
     if code == _NOT_FOUND or status == 404:  # wrong Account SID or base URL
