@@ -58,11 +58,11 @@ async def test_progress_is_sent_once_the_request_reached_the_server() -> None:
     port = runner.addresses[0][1]
     progress = RequestProgress()
     try:
-        async with tracking_session() as session:
-            async with session.post(
-                f"http://127.0.0.1:{port}/x", data=b"{}", trace_request_ctx=progress
-            ) as r:
-                assert await r.text() == "ok"
+        async with (
+            tracking_session() as session,
+            session.post(f"http://127.0.0.1:{port}/x", data=b"{}", trace_request_ctx=progress) as r,
+        ):
+            assert await r.text() == "ok"
     finally:
         await runner.cleanup()
     assert progress.sent is True
