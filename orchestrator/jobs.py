@@ -48,6 +48,9 @@ from orchestrator.rendering import RenderedMessage, Renderer, RenderError, Templ
 from orchestrator.settings import Settings
 
 log = get_logger(__name__)
+# An address request goes out when our contact data may be stale, and the self-service page shows the claim:
+# no link, so a stranger at an old address learns nothing (R7).
+NO_LINK_KINDS = frozenset({"address_request"})
 # A deferred job may wake a little early; within this slack it is "now".
 SCHEDULE_SLACK = timedelta(seconds=1)
 
@@ -243,7 +246,7 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
     zone = state.rules.contact_windows.zone
     channel = state.channels[decision.channel]
     link = None
-    if channel.limits.supports_links:
+    if channel.limits.supports_links and contact.kind not in NO_LINK_KINDS:
         link = chat_links.issue(
             base_url=state.settings.resolved_public_base_url,
             debtor_id=contact.debtor_id,

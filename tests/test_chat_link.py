@@ -114,3 +114,21 @@ async def test_expired_revoked_and_unknown_links_show_the_same_page_and_reveal_n
     assert "Lenken virker ikke lenger" in bodies[0]
     for secret in ("Faktura", "Eksempel AS", "kr", "KID", "Kari"):
         assert secret not in bodies[0]
+
+
+async def test_an_address_request_carries_no_link_because_a_stranger_may_read_it(
+    client: TestClient[Any, Any], settings: Settings, api_key: str, sessions: Any
+) -> None:
+    payload = contact_payload(
+        5, kind="address_request", channel="sms", debtor__emails=[], debtor__electronic_notice_evidence=[]
+    )
+    r = await client.post("/v1/contacts", json=payload, headers=bearer(api_key))
+    assert r.status == 202
+    await drain(settings, clock=open_clock())
+
+    [sms] = _sms_texts(settings)
+    assert "kom i retur" in sms["text"]
+    assert not URL.search(sms["text"])
+    assert "kr" not in sms["text"]  # no amounts either
+    async with sessions() as session:
+        assert (await session.execute(select(ChatLink))).scalars().all() == []

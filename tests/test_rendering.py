@@ -355,7 +355,7 @@ def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("language", "kind", "variant", "channel", "expected"),
     [
-        ("nb", "betalingsoppfordring", "neutral", "email", r"kind='betalingsoppfordring'.*email\.subject"),
+        ("nb", "betalingsoppfordring", "neutral", "sms", r"kind='betalingsoppfordring'.*sms\.txt"),
         ("nb", "reminder", "social_norm", "sms", r"variant='social_norm'.*social_norm[/\\]sms\.txt"),
         ("en", "reminder", "neutral", "letter", r"language='en'.*letter\.html"),
         (
