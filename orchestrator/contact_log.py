@@ -19,6 +19,7 @@ from orchestrator.models import (
     ApiKey,
     Attempt,
     Base,
+    CarrierEvent,
     Case,
     CaseEvent,
     ChatLink,
@@ -36,6 +37,8 @@ CONTACTS = cast(Table, Contact.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 CASES = cast(Table, Case.__table__)
 CHAT_LINKS = cast(Table, ChatLink.__table__)
+CARRIER_EVENTS = cast(Table, CarrierEvent.__table__)
+DEBTORS = cast(Table, Debtor.__table__)
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -440,6 +443,88 @@ async def move_case_contacts(
             .values(status=to_status, status_reason=reason, updated_at=now)
         )
     return ids
+
+
+# ---- carrier events ----
+
+
+async def record_carrier_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Store raw carrier events; one already stored (same carrier and event id) is skipped. Returns the ids of
+    the rows this call stored, which are the ones still to be processed."""
+    if not rows:
+        return []
+    stmt = _insert(session, CarrierEvent).on_conflict_do_nothing(
+        index_elements=[CarrierEvent.carrier, CarrierEvent.event_id]
+    )
+    await session.execute(stmt, list(rows))
+    found = await session.execute(
+        select(CarrierEvent.id).where(CarrierEvent.id.in_([row["id"] for row in rows]))
+    )
+    return [r[0] for r in found]
+
+
+async def get_carrier_event(session: AsyncSession, event_row_id: str) -> CarrierEvent | None:
+    return await session.get(CarrierEvent, event_row_id)
+
+
+async def mark_carrier_event_processed(
+    session: AsyncSession, event_row_id: str, *, attempt_id: str | None, now: datetime
+) -> bool:
+    """Claim the event for processing: True only for the first caller (a replayed job does nothing)."""
+    result = await session.execute(
+        update(CARRIER_EVENTS)
+        .where(CARRIER_EVENTS.c.id == event_row_id, CARRIER_EVENTS.c.processed_at.is_(None))
+        .values(processed_at=now, attempt_id=attempt_id)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def find_attempt(
+    session: AsyncSession, *, attempt_id: str | None, provider: str | None, provider_message_id: str | None
+) -> Attempt | None:
+    if attempt_id:
+        found = await session.get(Attempt, attempt_id)
+        if found is not None:
+            return found
+    if provider_message_id:
+        query = select(Attempt).where(Attempt.provider_message_id == provider_message_id)
+        if provider:
+            query = query.where(Attempt.provider == provider)
+        return (await session.execute(query.limit(1))).scalar_one_or_none()
+    return None
+
+
+async def move_attempt_forward(
+    session: AsyncSession,
+    attempt_id: str,
+    *,
+    status: str,
+    reason: str | None,
+    allowed_from: Sequence[str],
+    now: datetime,
+) -> bool:
+    """Set an attempt's status if its current one ranks lower: late or repeated reports change nothing."""
+    result = await session.execute(
+        update(ATTEMPTS)
+        .where(ATTEMPTS.c.id == attempt_id, ATTEMPTS.c.status.in_(allowed_from))
+        .values(status=status, status_reason=reason, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def add_unusable_address(session: AsyncSession, debtor_id: str, address: str, *, now: datetime) -> None:
+    """Remember that an address bounced or returned mail, so later decisions avoid it."""
+    debtor = await session.get(Debtor, debtor_id, with_for_update=True)
+    if debtor is None:
+        return
+    points = dict(debtor.contact_points)
+    unusable = list(points.get("unusable", []))
+    if address not in unusable:
+        unusable.append(address)
+        points["unusable"] = unusable
+        await session.execute(
+            update(DEBTORS).where(DEBTORS.c.id == debtor_id).values(contact_points=points, updated_at=now)
+        )
 
 
 # ---- self-service links ----

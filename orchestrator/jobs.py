@@ -352,11 +352,14 @@ async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
 
     done = state.clock()
     async with write_session(state.sessions) as session:
+        # A carrier report may already have moved the attempt past "sent": forward only.
+        await store.move_attempt_forward(
+            session, attempt_id, status="sent", reason=None, allowed_from=("sending",), now=done
+        )
         await store.update_attempt(
             session,
             attempt_id,
             now=done,
-            status="sent",
             provider=receipt.provider,
             provider_message_id=receipt.provider_message_id,
             detail=receipt.detail,

@@ -119,6 +119,27 @@ OPERATIONS: dict[str, Operation] = {
             410: ("Unknown, expired or revoked link: the same page, revealing nothing", None, "text/html"),
         },
     ),
+    "webhook": Operation(
+        "A carrier's callback (delivery report, bounce, receipt, returned letter), verified as that carrier "
+        "signs; recorded once by its event id and processed in the worker",
+        tag="carriers",
+        responses={
+            200: ("Recorded (or kept for inspection when unreadable)", None, "application/json"),
+            400: ("The carrier's authentication is missing", schemas.Problem, PROBLEM),
+            401: ("The carrier's authentication is wrong", schemas.Problem, PROBLEM),
+            404: ("No such carrier is configured", schemas.Problem, PROBLEM),
+        },
+    ),
+    "webhook_with_secret": Operation(
+        "The same, for carriers authenticated by a secret path segment (Link Mobility)",
+        tag="carriers",
+        responses={
+            200: ("Recorded (or kept for inspection when unreadable)", None, "application/json"),
+            400: ("The carrier's authentication is missing", schemas.Problem, PROBLEM),
+            401: ("The carrier's authentication is wrong", schemas.Problem, PROBLEM),
+            404: ("No such carrier is configured", schemas.Problem, PROBLEM),
+        },
+    ),
     "healthz": Operation(
         "Alive", tag="operations", responses={200: ("Alive", schemas.Health, "application/json")}
     ),

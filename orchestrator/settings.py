@@ -133,6 +133,29 @@ class Settings(BaseSettings):
     )
     twilio_rate_per_s: float = Field(10.0, ge=0, description="Messages per second to Twilio (0: no limit).")
 
+    # Carrier callbacks (POST /webhooks/{carrier}); a carrier without its secret here answers 404.
+    linkmobility_webhook_username: str | None = Field(
+        None, description="Basic-auth user Link Mobility's gate uses."
+    )
+    linkmobility_webhook_password: SecretStr | None = Field(None, description="Its basic-auth password.")
+    linkmobility_webhook_secret: SecretStr | None = Field(
+        None, description="Secret path segment: reports go to `/webhooks/linkmobility/<secret>`."
+    )
+    mailgun_webhook_signing_key: SecretStr | None = Field(
+        None, description="Mailgun HTTP webhook signing key."
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        None, description="SendGrid Event Webhook verification key (base64 DER or PEM, ECDSA P-256)."
+    )
+    digipost_webhook_secret: SecretStr | None = Field(
+        None, description="Shared secret that signs Digipost receipt callbacks (HMAC-SHA256)."
+    )
+    print_returns_webhook_secret: SecretStr | None = Field(
+        None, description="Shared secret that signs returned-letter callbacks from the print provider."
+    )
+    bounce_smtp_host: str = Field("127.0.0.1", description="Where the VERP bounce receiver (SMTP) listens.")
+    bounce_smtp_port: int | None = Field(None, description="Its port; unset: no bounce receiver.")
+
     # Letters
     print_delivery: Literal["outbox", "folder", "sftp"] = Field(
         "outbox", description="Where letter PDFs go: the outbox, a print provider's drop folder, or its SFTP."

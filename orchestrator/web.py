@@ -18,6 +18,7 @@ from orchestrator.openapi import build_openapi
 from orchestrator.problems import ProblemError, problem
 from orchestrator.schemas import Health
 from orchestrator.settings import Settings
+from webhooks import ingress
 
 log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.router.add_routes(api.routes)
     app.router.add_routes(selfservice.routes)
+    app.router.add_routes(ingress.routes)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics_view, name="metrics")

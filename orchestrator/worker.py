@@ -11,6 +11,7 @@ from arq import cron, func
 from arq.worker import Worker
 
 from orchestrator import queue
+from orchestrator.carrier_jobs import PROCESS_CARRIER_EVENT, process_carrier_event
 from orchestrator.channel_registry import build_channels, close_channels
 from orchestrator.db import create_engine, session_factory
 from orchestrator.jobs import WorkerState, process_contact, sweep
@@ -65,6 +66,7 @@ def build_worker(
             # Our database counts tries (send_max_tries); arq's own count must never stop a job first,
             # and results are not kept so that a later run of the same contact can be enqueued again.
             func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0),
+            func(process_carrier_event, name=PROCESS_CARRIER_EVENT, max_tries=20, keep_result=0),
         ],
         "cron_jobs": [cron(sweep, second=seconds, run_at_startup=True, unique=True, keep_result=0)],
         "redis_settings": RedisSettings.from_dsn(redis_url),
@@ -89,7 +91,8 @@ class WorkerSettings:
     """For ``arq orchestrator.worker.WorkerSettings``; ``orchestrator worker`` is the usual way."""
 
     functions: ClassVar[list[Any]] = [
-        func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0)
+        func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0),
+        func(process_carrier_event, name=PROCESS_CARRIER_EVENT, max_tries=20, keep_result=0),
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0)

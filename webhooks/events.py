@@ -1,0 +1,84 @@
+"""What a carrier callback becomes once verified and parsed: carrier-neutral events, and the errors a carrier
+module raises at its boundary.
+
+A carrier module (``webhooks/twilio.py``, ``webhooks/mailgun.py``, ...) implements ``CarrierWebhook``: it
+verifies the carrier's own authentication and turns one raw callback into zero or more ``CarrierEvent``s.
+Recording the raw event once, answering 2xx and moving contacts forward happen elsewhere
+(``webhooks/ingress.py``), the same for every carrier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from orchestrator.settings import Settings
+
+# Forward-only order of what a carrier can tell us (API.md status model); terminal failures rank above "sent".
+EventStatus = Literal["accepted", "sent", "delivered", "read", "failed", "bounced", "returned", "expired"]
+
+
+@dataclass(frozen=True)
+class CarrierEvent:
+    carrier: str
+    event_id: str  # unique per carrier: the key that makes a replay a no-op
+    status: EventStatus
+    at: datetime  # when the carrier says it happened (aware)
+    attempt_id: str | None = None  # our id, when the carrier echoes it (refId, VERP, callback URL, ...)
+    provider_message_id: str | None = None  # the carrier's id, to find the attempt otherwise
+    reason: str | None = (
+        None  # machine-readable: "unknown_handset", "hard_bounce", "returned_unknown_addressee"
+    )
+    segment: tuple[int, int] | None = (
+        None  # (part, parts) of a multi-part SMS, when the carrier reports parts
+    )
+    detail: dict[str, Any] = field(
+        default_factory=dict
+    )  # the carrier's own codes and texts, no message bodies
+
+
+class WebhookError(Exception):
+    """Base of what a carrier module raises; ``status`` is the HTTP answer the carrier expects."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class MissingCredentials(WebhookError):
+    """No signature / authentication at all: 400."""
+
+    status = 400
+
+
+class BadCredentials(WebhookError):
+    """A signature or credential that does not verify: 401."""
+
+    status = 401
+
+
+class MalformedPayload(WebhookError):
+    """Authentic but unreadable. The raw body is kept for inspection and the carrier gets the answer it
+    expects for "received" (never a 5xx, never lost); ``status`` is that answer."""
+
+    status = 200
+
+
+@runtime_checkable
+class CarrierWebhook(Protocol):
+    name: str  # the path segment: POST /webhooks/{name}
+
+    def configured(self, settings: Settings) -> bool:
+        """False: the route answers 404 (carrier not configured)."""
+        ...
+
+    def verify(self, *, url: str, headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+        """Raise ``MissingCredentials`` or ``BadCredentials``; compare secrets in constant time."""
+        ...
+
+    def parse(self, *, url: str, headers: Mapping[str, str], body: bytes) -> list[CarrierEvent]:
+        """The events in one verified callback; ``MalformedPayload`` if it cannot be read."""
+        ...
