@@ -517,13 +517,13 @@ async def add_unusable_address(session: AsyncSession, debtor_id: str, address: s
     debtor = await session.get(Debtor, debtor_id, with_for_update=True)
     if debtor is None:
         return
-    points = dict(debtor.contact_points)
-    unusable = list(points.get("unusable", []))
+    unusable = list(debtor.unusable_addresses or [])
     if address not in unusable:
         unusable.append(address)
-        points["unusable"] = unusable
         await session.execute(
-            update(DEBTORS).where(DEBTORS.c.id == debtor_id).values(contact_points=points, updated_at=now)
+            update(DEBTORS)
+            .where(DEBTORS.c.id == debtor_id)
+            .values(unusable_addresses=unusable, updated_at=now)
         )
 
 

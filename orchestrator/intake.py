@@ -94,6 +94,7 @@ def _debtor_row(request: ContactRequest, now: datetime) -> dict[str, Any]:
         "name": d.name,
         "national_id": d.national_id,
         "organisation_number": d.organisation_number,
+        "unusable_addresses": [],
         "contact_points": {
             "addresses": [a.model_dump(mode="json") for a in d.addresses],
             "phones": list(d.phones),

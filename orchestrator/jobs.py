@@ -86,7 +86,7 @@ def decision_input(contact: Contact, debtor: Debtor, case: Case) -> DecisionInpu
             mobiles=tuple(p for p in points.get("phones", []) if is_mobile(p)),
             addresses=tuple(points.get("addresses", [])),
             evidence=tuple(points.get("electronic_notice_evidence", [])),
-            unusable=frozenset(points.get("unusable", [])),
+            unusable=frozenset(debtor.unusable_addresses or []),
             national_id_masked=mask_national_id(debtor.national_id) if debtor.national_id else None,
         ),
         case_status=case.status,

@@ -89,8 +89,10 @@ class Debtor(Base):
     name: Mapped[str] = mapped_column(String(300))
     national_id: Mapped[str | None] = mapped_column(String(11))
     organisation_number: Mapped[str | None] = mapped_column(String(9))
-    # addresses, phones, emails, electronic_notice_evidence, as validated at intake
+    # addresses, phones, emails, electronic_notice_evidence, as validated at intake (upstream's, replaced)
     contact_points: Mapped[dict[str, Any]]
+    # addresses that bounced or returned mail (ours: kept when upstream sends the debtor again)
+    unusable_addresses: Mapped[list[Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -119,6 +119,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         await engine.dispose()
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(ingress.bounce_receiver)
     app.router.add_routes(api.routes)
     app.router.add_routes(selfservice.routes)
     app.router.add_routes(ingress.routes)

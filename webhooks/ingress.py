@@ -9,6 +9,7 @@ applies the events (``orchestrator.carrier_jobs``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +22,7 @@ from orchestrator.db import write_session
 from orchestrator.logs import get_logger
 from orchestrator.models import new_id, utcnow
 from orchestrator.problems import problem
+from webhooks.bounces import CARRIER, BounceReceiver
 from webhooks.digipost import DigipostWebhook
 from webhooks.events import CarrierEvent, CarrierWebhook, MalformedPayload, WebhookError
 from webhooks.linkmobility import LinkMobilityWebhook
@@ -83,43 +85,82 @@ async def webhook(request: web.Request) -> web.Response:
         "body": body.decode("utf-8", errors="replace")[:MAX_RAW_CHARS],
         "content_type": request.content_type,
     }
-    now = utcnow()
-    rows: list[dict[str, Any]]
     answer = 200
     try:
-        events = module.parse(url=url, headers=headers, body=body)
-        rows = [
-            {
-                "id": new_id(),
-                "carrier": module.name,
-                "event_id": event.event_id,
-                "attempt_id": None,
-                "payload": {"event": _event_json(event), "raw": raw},
-                "received_at": now,
-                "processed_at": None,
-            }
-            for event in events
-        ]
+        rows = event_rows(module.name, module.parse(url=url, headers=headers, body=body), raw)
     except MalformedPayload as exc:
         answer = exc.status
         log.warning("webhook payload kept but not understood", carrier=module.name, why=str(exc))
-        rows = [
-            {
-                "id": new_id(),
-                "carrier": module.name,
-                "event_id": "malformed:" + hashlib.sha256(body).hexdigest(),
-                "attempt_id": None,
-                "payload": {"event": None, "error": str(exc), "raw": raw},
-                "received_at": now,
-                "processed_at": None,
-            }
-        ]
-    async with write_session(request.app[SESSIONS]) as session:
+        rows = [unreadable_row(module.name, body, str(exc), raw)]
+    fresh = await store_and_enqueue(request.app, rows)
+    return web.json_response({"received": len(rows), "new": len(fresh)}, status=answer)
+
+
+def event_rows(carrier: str, events: list[CarrierEvent], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "id": new_id(),
+            "carrier": carrier,
+            "event_id": event.event_id,
+            "attempt_id": None,
+            "payload": {"event": _event_json(event), "raw": raw},
+            "received_at": now,
+            "processed_at": None,
+        }
+        for event in events
+    ]
+
+
+def unreadable_row(carrier: str, body: bytes, error: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """An authentic callback we could not read: kept for inspection, once per distinct body."""
+    return {
+        "id": new_id(),
+        "carrier": carrier,
+        "event_id": "malformed:" + hashlib.sha256(body).hexdigest(),
+        "attempt_id": None,
+        "payload": {"event": None, "error": error, "raw": raw},
+        "received_at": utcnow(),
+        "processed_at": None,
+    }
+
+
+async def store_and_enqueue(app: web.Application, rows: list[dict[str, Any]]) -> list[str]:
+    """Record the rows (a replay is skipped), commit, then hand the new ones to the worker."""
+    async with write_session(app[SESSIONS]) as session:
         fresh = await store.record_carrier_events(session, rows)
-    redis = request.app[REDIS]
-    queue_name = settings.queue_name
+    queue_name = app[SETTINGS].queue_name
     for row_id in fresh:
-        await redis.enqueue_job(
+        await app[REDIS].enqueue_job(
             PROCESS_CARRIER_EVENT, row_id, _job_id=f"carrier-event:{row_id}", _queue_name=queue_name
         )
-    return web.json_response({"received": len(rows), "new": len(fresh)}, status=answer)
+    return fresh
+
+
+async def bounce_receiver(app: web.Application) -> AsyncIterator[None]:
+    """The VERP return path's SMTP receiver beside the web routes (when ORCH_BOUNCE_SMTP_PORT is set).
+
+    A bounce is stored before the sending MTA gets its 250; a failure to store answers 451, and it retries."""
+
+    async def on_event(event: CarrierEvent, raw: bytes) -> None:
+        await store_and_enqueue(app, event_rows(CARRIER, [event], _raw_mail(raw)))
+
+    async def on_unparsed(raw: bytes) -> None:
+        await store_and_enqueue(
+            app, [unreadable_row(CARRIER, raw, "not a bounce we could read", _raw_mail(raw))]
+        )
+
+    receiver = BounceReceiver.from_settings(app[SETTINGS], on_event=on_event, on_unparsed=on_unparsed)
+    if receiver is None:
+        yield
+        return
+    await receiver.start()
+    log.info("bounce receiver listening", port=receiver.port)
+    try:
+        yield
+    finally:
+        await receiver.stop()
+
+
+def _raw_mail(raw: bytes) -> dict[str, Any]:
+    return {"body": raw.decode("utf-8", errors="replace")[:MAX_RAW_CHARS], "content_type": "message/rfc822"}
