@@ -145,6 +145,36 @@ def _tally(
             problems.append((line, loc, str(error["msg"])))
 
 
+async def _import_returns(settings: Settings, path: Path, layout: str | None) -> int:
+    """Returned letters from a file (print provider or Posten): recorded exactly as the webhook records them,
+    so a letter reported both ways counts once."""
+    from webhooks.ingress import event_rows, record_events
+    from webhooks.returns import CARRIER, read_returns
+
+    found = read_returns(path, layout)
+    for error in found.errors:
+        print(f"  line {error.line}: {error.message}", file=sys.stderr)
+    await db.upgrade(settings.resolved_database_url)
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        with runtime.redis_for(settings) as redis_url:
+            redis = await queue.connect(redis_url)
+            try:
+                raw = {"file": path.name, "layout": found.layout}
+                rows = event_rows(CARRIER, found.events, raw)
+                fresh = await record_events(db.session_factory(engine), redis, settings.queue_name, rows)
+            finally:
+                await redis.aclose()
+    finally:
+        await engine.dispose()
+    print(
+        f"{len(found.events)} returned letter(s) read ({found.layout}), {len(fresh)} new, "
+        f"{len(found.events) - len(fresh)} already known, {len(found.errors)} row(s) rejected",
+        file=sys.stderr,
+    )
+    return 1 if found.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
@@ -167,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
     imp.add_argument("--format", choices=["csv", "ndjson"])
     imp.add_argument("--errors", type=Path, help="where to write rejected rows (default FILE.errors.csv)")
+    returns = sub.add_parser(
+        "import-returns", help="returned letters from the print provider or Posten (a file)"
+    )
+    returns.add_argument("file", type=Path)
+    returns.add_argument("--layout", help="the file's layout (default: recognised from its first lines)")
     key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
     key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
     key.add_argument("--name", default=None, help="a label, e.g. the upstream system's name")
@@ -205,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
                 "save it as UTF-8 and import again; nothing was imported",
                 file=sys.stderr,
             )
+            return 2
+    elif command == "import-returns":
+        from webhooks.returns import UnknownLayout
+
+        try:
+            return asyncio.run(_import_returns(settings, args.file, args.layout))
+        except (UnknownLayout, OSError) as exc:
+            print(f"orchestrator import-returns: {exc}", file=sys.stderr)
             return 2
     elif command == "create-api-key":
         try:

@@ -14,6 +14,8 @@ from dataclasses import asdict
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator import contact_log as store
 from orchestrator.appkeys import REDIS, SESSIONS, SETTINGS
@@ -126,12 +128,17 @@ def unreadable_row(carrier: str, body: bytes, error: str, raw: dict[str, Any]) -
 
 
 async def store_and_enqueue(app: web.Application, rows: list[dict[str, Any]]) -> list[str]:
+    return await record_events(app[SESSIONS], app[REDIS], app[SETTINGS].queue_name, rows)
+
+
+async def record_events(
+    sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, queue_name: str, rows: list[dict[str, Any]]
+) -> list[str]:
     """Record the rows (a replay is skipped), commit, then hand the new ones to the worker."""
-    async with write_session(app[SESSIONS]) as session:
+    async with write_session(sessions) as session:
         fresh = await store.record_carrier_events(session, rows)
-    queue_name = app[SETTINGS].queue_name
     for row_id in fresh:
-        await app[REDIS].enqueue_job(
+        await redis.enqueue_job(
             PROCESS_CARRIER_EVENT, row_id, _job_id=f"carrier-event:{row_id}", _queue_name=queue_name
         )
     return fresh
