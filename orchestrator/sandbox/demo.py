@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import socket
 import sys
 import time
 import uuid
@@ -39,6 +41,13 @@ SETTLED = {
 }
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def _out(line: str = "") -> None:
     print(line, flush=True)
 
@@ -46,9 +55,18 @@ def _out(line: str = "") -> None:
 async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: bool) -> int:
     if always_open:
         settings = settings.model_copy(update={"rules_file": ALWAYS_OPEN_RULES})
+    if settings.http_port == 0:
+        # The carriers' callbacks need our address before the server starts.
+        settings = settings.model_copy(update={"http_port": _free_port(settings.http_host)})
+    base = settings.public_base_url or f"http://{settings.http_host}:{settings.http_port}"
+    webhook_secret = secrets.token_urlsafe(16)
     async with contextlib.AsyncExitStack() as stack:
         # The carriers' sandboxes: real local servers speaking Link Mobility's and Twilio's APIs.
         link = linkmobility.LinkMobilitySandbox()
+        # Delivery reports go back to our own webhook, as Link Mobility's gate would send them.
+        link.add_gate(
+            "DEMO", f"{base}/webhooks/linkmobility/{webhook_secret}", username="gate", password=webhook_secret
+        )
         link_url = await stack.enter_async_context(linkmobility.serve(link))
         tw = twilio.TwilioSandbox()
         tw_url = await stack.enter_async_context(twilio.serve(tw))
@@ -82,6 +100,12 @@ async def run_demo(settings: Settings, *, exit_when_done: bool, always_open: boo
                 "twilio_url": tw_url,
                 "twilio_account_sid": tw.account_sid,
                 "twilio_auth_token": SecretStr(tw.auth_token),
+                "public_base_url": base,
+                "linkmobility_delivery_report_gate": "DEMO",
+                "linkmobility_webhook_username": "gate",
+                "linkmobility_webhook_password": SecretStr(webhook_secret),
+                "linkmobility_webhook_secret": SecretStr(webhook_secret),
+                "twilio_status_callback_url": f"{base}/webhooks/twilio",
             }
         )
         return await _run(settings, exit_when_done, Sandboxes(link, tw, printer, mailbox))
@@ -132,12 +156,19 @@ async def _drive(settings: Settings, base: str, key: str, sandboxes: Sandboxes) 
             else:
                 ids.append(result["id"])
         deadline = time.monotonic() + 60
+        # Give the SMS gateways' delivery reports (through our webhooks) a few seconds to arrive.
+        reports_by = time.monotonic() + 5
         views: dict[str, Any] = {}
         while time.monotonic() < deadline:
             for cid in ids:
                 async with http.get(f"/v1/contacts/{cid}") as resp:
                     views[cid] = await resp.json()
-            if all(v["status"] in SETTLED for v in views.values()):
+            awaiting_report = any(
+                v["status"] == "sent" and v["channel"] in ("sms", "chat_link") for v in views.values()
+            )
+            if all(v["status"] in SETTLED for v in views.values()) and (
+                not awaiting_report or time.monotonic() > reports_by
+            ):
                 break
             await asyncio.sleep(0.3)
     _out("\nWhat the orchestrator decided (GET /v1/contacts/{id}):")
@@ -175,9 +206,8 @@ async def _drive(settings: Settings, base: str, key: str, sandboxes: Sandboxes) 
     if any(v["status"] == "scheduled" for v in views.values()):
         _out(
             "\n  Some contacts wait for the next contact window (R5: weekdays 08-21, Saturdays 09-15,"
-            " never on Sundays or holidays).\n  To see them flow right now: `orchestrator demo --always-open`"
-            " (a demo-only,"
-            " not lawful rule set)."
+            " never on Sundays or holidays).\n  To see them flow right now:"
+            " `.venv/bin/orchestrator demo --always-open` (a demo-only, not lawful rule set)."
         )
     sys.stdout.flush()
     return len(views) == len(ids) and all(v["status"] in SETTLED for v in views.values())
