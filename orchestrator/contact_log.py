@@ -400,6 +400,30 @@ async def stale_sending_contacts(
     return [(r[0], r[1]) for r in rows]
 
 
+async def mark_sent_without_report(
+    session: AsyncSession, *, channel: str, before: datetime, now: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """Contacts ``sent`` on ``channel`` before ``before`` that no carrier report moved on: flag them once."""
+    rows = await session.execute(
+        select(Contact.id, Contact.debtor_id)
+        .where(
+            Contact.status == "sent",
+            Contact.channel == channel,
+            Contact.updated_at < before,
+            func.coalesce(Contact.status_reason, "") != "no_delivery_report",
+        )
+        .limit(limit)
+    )
+    found = [(r[0], r[1]) for r in rows]
+    if found:
+        await session.execute(
+            update(CONTACTS)
+            .where(CONTACTS.c.id.in_([cid for cid, _ in found]), CONTACTS.c.status == "sent")
+            .values(status_reason="no_delivery_report", updated_at=now)
+        )
+    return found
+
+
 # ---- cases ----
 
 

@@ -491,7 +491,8 @@ async def _after_uncertain(
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Re-enqueue contacts a crash left without a job, and flag contacts stuck in ``sending``."""
+    """Re-enqueue contacts a crash left without a job; flag contacts stuck in ``sending``, and contacts
+    ``sent`` on a reporting channel that no carrier report followed."""
     state: WorkerState = ctx["state"]
     settings = state.settings
     now = state.clock()
@@ -527,6 +528,27 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
                             status="sending",
                             source="sweeper",
                             detail={"why": f"sending for more than {settings.sending_timeout_s:.0f} s"},
+                            at=now,
+                        )
+                    ],
+                )
+        # Sent, but the carrier never said what became of it: nothing stays in limbo silently.
+        for channel, timeout_s in settings.delivery_report_timeout_s.items():
+            silent = await store.mark_sent_without_report(
+                session, channel=channel, before=now - timedelta(seconds=timeout_s), now=now, limit=5000
+            )
+            for contact_id, debtor_id in silent:
+                flagged += 1
+                await store.add_timeline(
+                    session,
+                    [
+                        store.timeline_row(
+                            debtor_id=debtor_id,
+                            contact_id=contact_id,
+                            type="needs_reconciliation",
+                            status="sent",
+                            source="sweeper",
+                            detail={"why": f"no {channel} delivery report within {timeout_s:.0f} s"},
                             at=now,
                         )
                     ],

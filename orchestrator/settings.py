@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     sending_timeout_s: float = Field(
         600.0, gt=0, description="A contact `sending` this long is marked `needs_reconciliation`."
     )
+    delivery_report_timeout_s: dict[str, float] = Field(
+        default_factory=lambda: {"sms": 172800.0, "chat_link": 172800.0, "digital_mailbox": 604800.0},
+        description="Per channel (JSON): a contact `sent` this long without a carrier report is marked "
+        "`no_delivery_report` for an operator. Channels not listed give no reports (e.g. SMTP).",
+    )
     worker_metrics_port: int | None = Field(
         None, description="If set, a worker serves Prometheus metrics on this port."
     )

@@ -215,3 +215,41 @@ async def test_a_gateway_rate_limit_holds_across_two_worker_processes(
     async with sessions() as session:
         counts = await store.count_by_status(session)
     assert counts.get("sent") == 25
+
+
+async def test_an_sms_with_no_delivery_report_is_flagged_for_reconciliation_once(
+    client: Any,
+    settings: Settings,
+    api_key: str,
+    redis: Any,
+    link: tuple[linkmobility.LinkMobilitySandbox, str],
+) -> None:
+    from orchestrator.jobs import sweep
+    from orchestrator.worker import shutdown, startup
+
+    state, url = link  # no delivery-report gate: the gateway will never tell us what happened
+    configured = _with_link(settings, state, url)
+    r = await client.post("/v1/contacts", json=_sms_payload(7), headers=bearer(api_key))
+    contact_id = (await r.json())["id"]
+    clock = open_clock()
+    await drain(configured, clock=clock)
+    assert (await (await client.get(f"/v1/contacts/{contact_id}", headers=bearer(api_key))).json())[
+        "status_reason"
+    ] is None  # within the (default) two days nothing is flagged
+
+    impatient = configured.model_copy(update={"delivery_report_timeout_s": {"sms": 0.0}})
+    ctx: dict[str, Any] = {"settings": impatient, "redis": redis, "clock": clock}
+    await startup(ctx)
+    try:
+        first = await sweep(ctx)
+        again = await sweep(ctx)
+    finally:
+        await shutdown(ctx)
+
+    contact = await (await client.get(f"/v1/contacts/{contact_id}", headers=bearer(api_key))).json()
+    assert (contact["status"], contact["status_reason"]) == ("sent", "no_delivery_report")
+    assert first["needs_reconciliation"] == 1
+    assert again["needs_reconciliation"] == 0
+    timeline = await (await client.get("/v1/debtors/D-7/timeline", headers=bearer(api_key))).json()
+    flagged = [i for i in timeline["items"] if i["type"] == "needs_reconciliation"]
+    assert [i["detail"]["why"] for i in flagged] == ["no sms delivery report within 0 s"]
