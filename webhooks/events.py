@@ -9,9 +9,10 @@ Recording the raw event once, answering 2xx and moving contacts forward happen e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from orchestrator.settings import Settings
@@ -37,6 +38,34 @@ class CarrierEvent:
     detail: dict[str, Any] = field(
         default_factory=dict
     )  # the carrier's own codes and texts, no message bodies
+
+
+TEXT_LIMIT = 1000  # carrier texts kept in an event's detail are cut to this many characters
+
+
+def clip(value: Any) -> Any:
+    """A carrier's value as it may go into a detail: JSON scalars as they are, text cut to ``TEXT_LIMIT``."""
+    if isinstance(value, str):
+        return value[:TEXT_LIMIT]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return str(value)[:TEXT_LIMIT]
+
+
+def from_epoch(value: Any) -> datetime | None:
+    """A UNIX timestamp (seconds, number or text) as an aware UTC datetime; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class WebhookError(Exception):

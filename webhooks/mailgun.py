@@ -47,7 +47,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import re
 import time
 from collections import OrderedDict
@@ -64,6 +63,8 @@ from webhooks.events import (
     EventStatus,
     MalformedPayload,
     MissingCredentials,
+    clip,
+    from_epoch,
 )
 
 __all__ = [
@@ -82,7 +83,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE_S = 15 * 60  # a signed timestamp further than this from our clock is refused
-_TEXT_LIMIT = 1000  # carrier texts kept in a detail are cut to this many characters
 MAX_EVENT_ID_CHARS = 300  # carrier_events.event_id
 
 # A ULID (orchestrator.models.new_id): 26 characters of Crockford base32.
@@ -278,29 +278,6 @@ def classify(
     return STATUS_MAP[event]
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, str):
-        return value[:_TEXT_LIMIT]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return str(value)[:_TEXT_LIMIT]
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
 # --------------------------------------------------------------------------------------------- the webhook
 
 
@@ -400,9 +377,9 @@ class MailgunWebhook:
                 f"mailgun: event {event_id} has an event type we do not handle: {event!r}"
             ) from None
         block = payload.get("signature")
-        at = _timestamp(data.get("timestamp"))
+        at = from_epoch(data.get("timestamp"))
         if at is None and isinstance(block, dict):
-            at = _timestamp(block.get("timestamp"))  # signed, so a fair stand-in
+            at = from_epoch(block.get("timestamp"))  # signed, so a fair stand-in
         if at is None:
             raise MalformedPayload(f"mailgun: event {event_id} has no usable timestamp")
 
@@ -419,7 +396,7 @@ class MailgunWebhook:
         if isinstance(severity, str):
             detail["severity"] = severity
         if mg_reason is not None:
-            detail["mailgun_reason"] = _text(mg_reason)
+            detail["mailgun_reason"] = clip(mg_reason)
         delivery = data.get("delivery-status")
         if isinstance(delivery, dict):
             for source, target in (
@@ -431,7 +408,7 @@ class MailgunWebhook:
             ):
                 value = delivery.get(source)
                 if value not in (None, ""):
-                    detail[target] = _text(value)
+                    detail[target] = clip(value)
         if isinstance(mg_reason, str) and mg_reason.startswith("suppress-"):
             detail["never_sent"] = True  # on Mailgun's suppression list
         if event == "complained":

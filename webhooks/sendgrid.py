@@ -40,7 +40,6 @@ import binascii
 import functools
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +56,8 @@ from webhooks.events import (
     EventStatus,
     MalformedPayload,
     MissingCredentials,
+    clip,
+    from_epoch,
 )
 from webhooks.mailgun import (
     DEFAULT_MAX_AGE_S,
@@ -80,7 +81,6 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-_TEXT_LIMIT = 1000
 
 # SendGrid event → (status, reason). ``bounce`` and ``dropped`` depend on type / reason: see ``classify``.
 STATUS_MAP: dict[str, tuple[EventStatus, str | None]] = {
@@ -156,29 +156,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         value = next((v for k, v in headers.items() if k.lower() == lowered), None)
     value = value.strip() if isinstance(value, str) else None
     return value or None
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, str):
-        return value[:_TEXT_LIMIT]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return str(value)[:_TEXT_LIMIT]
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 class _BadElement(Exception):
@@ -297,7 +274,7 @@ class SendGridWebhook:
             )
         except KeyError:
             raise _BadElement(f"an event type we do not handle: {event!r}") from None
-        at = _timestamp(element.get("timestamp"))
+        at = from_epoch(element.get("timestamp"))
         if at is None:
             raise _BadElement("no usable timestamp")
 
@@ -319,7 +296,7 @@ class SendGridWebhook:
         ):
             value = element.get(source)
             if value not in (None, ""):
-                detail[target] = _text(value)
+                detail[target] = clip(value)
         if event == "dropped":
             detail["never_sent"] = True  # dropped by SendGrid
         if event == "spamreport":
