@@ -9,6 +9,7 @@ from orchestrator import contact_log as store
 from orchestrator.db import write_session
 from orchestrator.jobs import WorkerState
 from orchestrator.logs import get_logger
+from orchestrator.returned_mail import enqueue_returned_letter
 from orchestrator.tracking import MOVING, below
 
 log = get_logger(__name__)
@@ -73,4 +74,7 @@ async def process_carrier_event(ctx: dict[str, Any], event_row_id: str) -> str:
             },
             at=now,
         )
+    if moved and status == "returned" and attempt.channel == "letter":
+        # The returned-mail loop: look for a better address (orchestrator.returned_mail).
+        await enqueue_returned_letter(state.redis, state.settings.queue_name, attempt.id)
     return status if moved else f"absorbed:{status}"

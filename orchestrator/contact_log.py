@@ -25,6 +25,8 @@ from orchestrator.models import (
     ChatLink,
     Contact,
     Debtor,
+    OperatorTask,
+    ReturnedLetter,
     TimelineEvent,
     new_id,
     utcnow,
@@ -549,6 +551,114 @@ async def add_unusable_address(session: AsyncSession, debtor_id: str, address: s
             .where(DEBTORS.c.id == debtor_id)
             .values(unusable_addresses=unusable, updated_at=now)
         )
+
+
+def _postal_key(address: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        tuple(address.get("lines") or ()),
+        address.get("postal_code"),
+        address.get("city"),
+        address.get("country", "NO"),
+    )
+
+
+async def add_registry_address(
+    session: AsyncSession, debtor_id: str, address: dict[str, Any], *, now: datetime
+) -> bool:
+    """Remember an address a registry (or Posten) gave for the debtor, with its provenance (``source``,
+    ``found_at``), newest first; the same address is stored once. True if it was new."""
+    debtor = await session.get(Debtor, debtor_id, with_for_update=True)
+    if debtor is None:
+        return False
+    found = list(debtor.registry_addresses or [])
+    if any(_postal_key(item) == _postal_key(address) for item in found):
+        return False
+    found.insert(0, dict(address))
+    await session.execute(
+        update(DEBTORS).where(DEBTORS.c.id == debtor_id).values(registry_addresses=found, updated_at=now)
+    )
+    return True
+
+
+# ---- returned letters and operator tasks ----
+
+
+async def returned_letter_claimed(session: AsyncSession, attempt_id: str) -> bool:
+    return (await session.get(ReturnedLetter, attempt_id)) is not None
+
+
+async def claim_returned_letter(
+    session: AsyncSession, attempt_id: str, *, contact_id: str, now: datetime
+) -> bool:
+    """Claim a returned letter for handling: True only for the first caller (a second run does nothing)."""
+    result = await session.execute(
+        _insert(session, ReturnedLetter)
+        .values(attempt_id=attempt_id, contact_id=contact_id, outcome=None, created_at=now)
+        .on_conflict_do_nothing(index_elements=[ReturnedLetter.attempt_id])
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_returned_letter_outcome(session: AsyncSession, attempt_id: str, outcome: str) -> None:
+    await session.execute(
+        update(cast(Table, ReturnedLetter.__table__))
+        .where(ReturnedLetter.attempt_id == attempt_id)
+        .values(outcome=outcome)
+    )
+
+
+async def returned_event_detail(session: AsyncSession, attempt_id: str) -> dict[str, Any]:
+    """The detail of the latest ``returned`` carrier event for an attempt (``new_address`` from Posten)."""
+    rows = await session.execute(
+        select(CarrierEvent.payload)
+        .where(CarrierEvent.attempt_id == attempt_id)
+        .order_by(CarrierEvent.id.desc())
+    )
+    for (payload,) in rows:
+        event = (payload or {}).get("event") or {}
+        if event.get("status") == "returned":
+            return dict(event.get("detail") or {})
+    return {}
+
+
+async def count_returned_attempts(session: AsyncSession, contact_id: str, channel: str) -> int:
+    found = await session.execute(
+        select(func.count())
+        .select_from(Attempt)
+        .where(Attempt.contact_id == contact_id, Attempt.channel == channel, Attempt.status == "returned")
+    )
+    return int(found.scalar_one())
+
+
+async def reopen_returned_contact(
+    session: AsyncSession, contact_id: str, *, reason: str, now: datetime
+) -> bool:
+    """``returned`` -> ``queued``: the one deliberate step back, a new delivery of the same contact to a new
+    address. Conditional, so it happens once."""
+    return await set_contact_status(
+        session,
+        contact_id,
+        status="queued",
+        reason=reason,
+        expected=("returned",),
+        now=now,
+        send_at=None,
+    )
+
+
+async def insert_operator_task(session: AsyncSession, row: dict[str, Any]) -> str:
+    task_id = new_id()
+    await session.execute(
+        _insert(session, OperatorTask), [{"id": task_id, "resolved_at": None, "detail": {}, **row}]
+    )
+    return task_id
+
+
+async def operator_tasks(session: AsyncSession, *, debtor_id: str | None = None) -> list[OperatorTask]:
+    query = select(OperatorTask)
+    if debtor_id is not None:
+        query = query.where(OperatorTask.debtor_id == debtor_id)
+    return list((await session.execute(query.order_by(OperatorTask.id))).scalars())
 
 
 # ---- self-service links ----

@@ -95,6 +95,7 @@ def _debtor_row(request: ContactRequest, now: datetime) -> dict[str, Any]:
         "national_id": d.national_id,
         "organisation_number": d.organisation_number,
         "unusable_addresses": [],
+        "registry_addresses": [],
         "contact_points": {
             "addresses": [a.model_dump(mode="json") for a in d.addresses],
             "phones": list(d.phones),

@@ -73,6 +73,23 @@ class WorkerState:
         return {name: ChannelOption(name, ch.provider, ch.limits) for name, ch in self.channels.items()}
 
 
+_POSTAL_FIELDS = ("lines", "postal_code", "city", "country")
+
+
+def debtor_addresses(debtor: Debtor) -> list[dict[str, Any]]:
+    """The debtor's postal addresses: those a registry or Posten gave us after a returned letter first
+    (newest first), then upstream's; each address once."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    registry = [{k: a[k] for k in _POSTAL_FIELDS if k in a} for a in debtor.registry_addresses or []]
+    for address in [*registry, *debtor.contact_points.get("addresses", [])]:
+        key = format_address(address)
+        if key not in seen:
+            seen.add(key)
+            out.append(address)
+    return out
+
+
 def decision_input(contact: Contact, debtor: Debtor, case: Case) -> DecisionInput:
     points = debtor.contact_points
     return DecisionInput(
@@ -84,7 +101,7 @@ def decision_input(contact: Contact, debtor: Debtor, case: Case) -> DecisionInpu
             type=debtor.type,
             emails=tuple(points.get("emails", [])),
             mobiles=tuple(p for p in points.get("phones", []) if is_mobile(p)),
-            addresses=tuple(points.get("addresses", [])),
+            addresses=tuple(debtor_addresses(debtor)),
             evidence=tuple(points.get("electronic_notice_evidence", [])),
             unusable=frozenset(debtor.unusable_addresses or []),
             national_id_masked=mask_national_id(debtor.national_id) if debtor.national_id else None,
@@ -112,7 +129,7 @@ def _outgoing(
 ) -> Outgoing:
     creditor_organisation_number = case.details["creditor"].get("organisation_number")
     # The letter's address, or (for a digital mailbox that may fall back to print) the first one we have.
-    addresses = debtor.contact_points.get("addresses", [])
+    addresses = debtor_addresses(debtor)
     chosen = next((a for a in addresses if format_address(a) == decision.address), None)
     chosen = chosen or (addresses[0] if addresses else None)
     postal = None

@@ -93,6 +93,9 @@ class Debtor(Base):
     contact_points: Mapped[dict[str, Any]]
     # addresses that bounced or returned mail (ours: kept when upstream sends the debtor again)
     unusable_addresses: Mapped[list[Any] | None]
+    # addresses found in a registry or by Posten after a returned letter: [{lines, postal_code, city, country,
+    # source, found_at}] (ours: kept when upstream sends the debtor again; never a graded address, R9)
+    registry_addresses: Mapped[list[Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -225,4 +228,30 @@ class CaseEvent(Base):
     type: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime]
     data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class OperatorTask(Base):
+    """Something a person must look at (bankruptcy, a graded address, no address found)."""
+
+    __tablename__ = "operator_tasks"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    debtor_id: Mapped[str] = mapped_column(String(200), index=True)
+    case_id: Mapped[str | None] = mapped_column(String(200))
+    contact_id: Mapped[str | None] = mapped_column(String(26))
+    attempt_id: Mapped[str | None] = mapped_column(String(26))
+    reason: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class ReturnedLetter(Base):
+    """A returned letter attempt, claimed once: handling it a second time does nothing."""
+
+    __tablename__ = "returned_letters"
+    attempt_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(26))
+    outcome: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]

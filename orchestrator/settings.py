@@ -184,6 +184,27 @@ class Settings(BaseSettings):
     )
     letter_render_workers: int = Field(2, ge=1, description="Processes rendering letter PDFs per worker.")
 
+    # Registries (the returned-mail loop); a registry not configured here is skipped, and the timeline says so
+    brreg_url: str | None = Field(
+        "https://data.brreg.no/enhetsregisteret/api",
+        description="Enhetsregisteret (Brreg) API base URL; empty: no organisation look-ups.",
+    )
+    folkeregisteret_url: str | None = Field(
+        None, description="Folkeregisteret API base URL (`https://folkeregisteret.api.skatteetaten.no`)."
+    )
+    folkeregisteret_package: str | None = Field(
+        None, description="Folkeregisteret rights package (e.g. `finans`); unset: no person look-ups."
+    )
+    maskinporten_token_url: str | None = Field(None, description="Maskinporten token endpoint.")
+    maskinporten_audience: str | None = Field(None, description="Maskinporten audience (its issuer id).")
+    maskinporten_client_id: str | None = Field(None, description="Our Maskinporten client id.")
+    maskinporten_scope: str | None = Field(None, description="Scope(s) for Folkeregisteret, space separated.")
+    maskinporten_private_key: SecretStr | None = Field(
+        None, description="The key signing Maskinporten grants (PEM text)."
+    )
+    maskinporten_key_id: str | None = Field(None, description="The key id registered with the client (kid).")
+    registry_timeout_s: float = Field(10.0, gt=0, description="Timeout of one registry request.")
+
     # Digital mailbox (Digipost)
     digipost_url: str | None = Field(
         None, description="Digipost API base URL (`https://api.digipost.no`); unset: no digital mailbox."

@@ -19,6 +19,12 @@ from orchestrator.logs import get_logger
 from orchestrator.models import utcnow
 from orchestrator.policy.rules import load_rules
 from orchestrator.rendering import Renderer, available_templates
+from orchestrator.returned_mail import (
+    HANDLE_RETURNED_LETTER,
+    close_registry_clients,
+    handle_returned_letter,
+    open_registry_clients,
+)
 from orchestrator.settings import Settings
 
 log = get_logger(__name__)
@@ -28,6 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     engine = create_engine(settings.resolved_database_url)
     renderer = Renderer()
+    open_registry_clients(ctx)
     ctx["state"] = WorkerState(
         settings=settings,
         engine=engine,
@@ -47,6 +54,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await close_registry_clients(ctx)
     state: WorkerState | None = ctx.get("state")
     if state is None:
         return
@@ -67,6 +75,7 @@ def build_worker(
             # and results are not kept so that a later run of the same contact can be enqueued again.
             func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0),
             func(process_carrier_event, name=PROCESS_CARRIER_EVENT, max_tries=20, keep_result=0),
+            func(handle_returned_letter, name=HANDLE_RETURNED_LETTER, max_tries=20, keep_result=0),
         ],
         "cron_jobs": [cron(sweep, second=seconds, run_at_startup=True, unique=True, keep_result=0)],
         "redis_settings": RedisSettings.from_dsn(redis_url),
@@ -93,6 +102,7 @@ class WorkerSettings:
     functions: ClassVar[list[Any]] = [
         func(process_contact, name=queue.PROCESS_CONTACT, max_tries=10_000, keep_result=0),
         func(process_carrier_event, name=PROCESS_CARRIER_EVENT, max_tries=20, keep_result=0),
+        func(handle_returned_letter, name=HANDLE_RETURNED_LETTER, max_tries=20, keep_result=0),
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0)

@@ -80,7 +80,8 @@ async def _contacts(sessions: Any, ids: list[str]) -> dict[str, Contact]:
 async def test_worker_killed_mid_flight_never_sends_twice(
     settings: Settings, smtp_server: SmtpRecorder, sessions: Any, tmp_path: Path
 ) -> None:
-    smtp_server.delay_s = 0.02  # each message takes a moment, so many are in flight when the worker dies
+    # Each message takes a while at the relay, so that many are in flight (claimed, not yet answered) at once.
+    smtp_server.delay_s = 0.25
     ids = await _enqueue(sessions, settings, 500)
     env = _worker_env(settings, smtp_server.port)
     log_path = tmp_path / "worker.log"
@@ -88,15 +89,21 @@ async def test_worker_killed_mid_flight_never_sends_twice(
     first = start_worker_process(env, log_path)
     try:
 
-        async def some_sent() -> bool:
-            return len(smtp_server.messages) >= 100
+        async def some_sent_and_some_in_flight() -> bool:
+            if len(smtp_server.messages) < 60:
+                return False
+            async with sessions() as session:
+                return (await store.count_by_status(session)).get("sending", 0) > 0
 
-        await wait_until(some_sent, 60, "the first worker to send 100 messages")
-        first.send_signal(signal.SIGKILL)
+        await wait_until(some_sent_and_some_in_flight, 90, "the first worker to be mid-flight")
+        first.send_signal(
+            signal.SIGKILL
+        )  # the relay is still busy with the in-flight ones: they stay in flight
         first.wait(timeout=10)
     finally:
         if first.poll() is None:
             first.kill()
+    smtp_server.delay_s = 0.005
     at_kill = len(smtp_server.messages)
     assert at_kill < 500, "the worker finished before it could be killed; the test proves nothing"
     in_flight = [c for c in (await _contacts(sessions, ids)).values() if c.status == "sending"]
