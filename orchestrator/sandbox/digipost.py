@@ -62,6 +62,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from orchestrator.identifiers import validate_national_id
+from orchestrator.sandbox.server import serve_app
 
 __all__ = [
     "DigipostSandbox",
@@ -685,12 +686,5 @@ def create_app(state: DigipostSandbox) -> web.Application:
 async def serve(state: DigipostSandbox, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Run the sandbox on ``host:port`` (0: a free port) and yield its base URL, e.g. ``http://127.0.0.1:4711``
     (the value for ``ORCH_DIGIPOST_URL``)."""
-    runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(create_app(state), host=host, port=port) as url:
+        yield url

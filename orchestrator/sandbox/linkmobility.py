@@ -49,6 +49,7 @@ import aiohttp
 from aiohttp import web
 
 from channels.sms.encoding import GSM7_BASIC, analyse
+from orchestrator.sandbox.server import serve_app
 
 __all__ = [
     "DeliveryGate",
@@ -460,12 +461,5 @@ def create_app(state: LinkMobilitySandbox) -> web.Application:
 async def serve(state: LinkMobilitySandbox, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Run the sandbox on ``host:port`` (0: a free port) and yield its base URL, e.g. ``http://127.0.0.1:4711``
     (the value for ``ORCH_LINKMOBILITY_URL``)."""
-    runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(create_app(state), host=host, port=port) as url:
+        yield url

@@ -55,6 +55,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from orchestrator.sandbox.server import serve_app
+
 __all__ = [
     "GRANT_TYPE",
     "IssuedToken",
@@ -681,12 +683,5 @@ async def serve(state: RegistriesSandbox, *, host: str = "127.0.0.1", port: int 
     """Run the sandbox on ``host:port`` (0: a free port) and yield its base URL, e.g.
     ``http://127.0.0.1:4711``. Enhetsregisteret is at ``<url>/enhetsregisteret/api``, Maskinporten's token
     endpoint at ``<url>/token`` (audience ``<url>/``), Folkeregisteret at ``<url>``."""
-    runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(create_app(state), host=host, port=port) as url:
+        yield url
