@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator import auth, db, embedded_redis, intake, logs, queue, runtime
 from orchestrator.identifiers import luhn_check_digit
-from orchestrator.models import ApiKey, Attempt, Case, Contact, Debtor, TimelineEvent
+from orchestrator.models import ApiKey, Attempt, Case, ChatLink, Contact, Debtor, TimelineEvent
 from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.schemas import ContactRequest
 from orchestrator.settings import Settings
@@ -178,6 +178,8 @@ async def delete_rows(env: Env, debtor_prefix: str) -> None:
         mine = select(Contact.id).where(Contact.debtor_id.like(like, escape="\\"))
         await session.execute(delete(TimelineEvent).where(TimelineEvent.debtor_id.like(like, escape="\\")))
         await session.execute(delete(Attempt).where(Attempt.contact_id.in_(mine)))
+        # E-mails carry an unsubscribe link (a chat-link row per message).
+        await session.execute(delete(ChatLink).where(ChatLink.debtor_id.like(like, escape="\\")))
         await session.execute(delete(Contact).where(Contact.debtor_id.like(like, escape="\\")))
         await session.execute(delete(Case).where(Case.debtor_id.like(like, escape="\\")))
         await session.execute(delete(Debtor).where(Debtor.id.like(like, escape="\\")))

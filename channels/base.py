@@ -4,11 +4,16 @@ Carrier errors are translated at the boundary into three kinds, always ``raise .
 ``TransientChannelError`` (try again later), ``PermanentChannelError`` (this message will never go out this
 way), ``ChannelConfigurationError`` (our side is wrong: credentials, host; an operator must act) and
 ``UncertainDeliveryError`` (the carrier may have it: reconcile, never resend blindly).
+
+A channel whose carrier has a status API also implements ``StatusQuery``: asked about one attempt, it answers
+with a ``CarrierStatus`` in our tracking vocabulary, or None when the carrier cannot say. Reconciliation
+(``orchestrator.reconciliation``) asks it before it hands a silent attempt to an operator.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 # "always": paper and digital mailboxes; "with_evidence": an e-mail address with stored evidence (R3);
@@ -60,6 +65,8 @@ class Outgoing:
     html: str | None = None
     postal_address: PostalAddress | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # One-click opt-out (RFC 8058) for messages the debtor may refuse; e-mail carries it as List-Unsubscribe.
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,42 @@ class Receipt:
     provider: str
     provider_message_id: str
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+# What a carrier can say about a message, in the vocabulary of ``orchestrator.tracking`` (the same values as
+# ``webhooks.events.EventStatus``): "accepted" means the carrier has it and has not yet passed it on.
+CarrierStatusValue = Literal[
+    "accepted", "sent", "delivered", "read", "failed", "bounced", "returned", "expired"
+]
+
+
+@dataclass(frozen=True)
+class SentAttempt:
+    """What a status query is told about one attempt.
+
+    ``provider_message_id`` is None when the carrier's answer to the send never reached us (a contact stuck
+    in ``sending``); ``address``, ``text`` and ``created_at`` then let a carrier that cannot be asked by our
+    id find the message it took. ``provider`` is the carrier recorded on the attempt: one gateway once the
+    carrier answered, else the channel's provider (``"linkmobility+twilio"``)."""
+
+    attempt_id: str
+    provider: str | None
+    provider_message_id: str | None
+    address: str
+    text: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CarrierStatus:
+    """A carrier's answer to "what became of this message?"."""
+
+    provider: str  # the carrier that answered, as its events are recorded (``twilio``, ``digipost``)
+    status: CarrierStatusValue
+    at: datetime  # when the carrier says the message reached that status (aware), else when it told us
+    reason: str | None = None  # machine-readable, as a callback would give it (``unknown_handset``)
+    provider_message_id: str | None = None  # the carrier's id for the message
+    detail: dict[str, Any] = field(default_factory=dict)  # the carrier's own codes, never message bodies
 
 
 class ChannelError(Exception):
@@ -111,3 +154,13 @@ class Channel(Protocol):
     async def send(self, message: Outgoing) -> Receipt: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StatusQuery(Protocol):
+    """Optional: a channel (or SMS gateway) whose carrier can be asked what became of a message.
+
+    None: the carrier does not know the message or cannot say. Carrier failures raise the error tree above
+    (``TransientChannelError`` for an outage); asking never sends anything."""
+
+    async def query_status(self, attempt: SentAttempt) -> CarrierStatus | None: ...

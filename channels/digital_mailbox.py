@@ -36,7 +36,12 @@ Operations
       from ``Outgoing.postal_address``, the configured return address, MONOCHROME, RETURN_TO_SENDER), as the
       Java client's print fallback sends it; the national id is not sent for print. The v8 schema has no
       ``post-type`` any more (removed 2022-03-09): Digipost chooses the postage.
-    - ``GET /documents/<sender id>/<document uuid>/status``: after a duplicate, how the first send went.
+    - ``GET /documents/<sender id>/<document uuid>/status``: after a duplicate, how the first send went; and
+      for reconciliation (:meth:`DigipostChannel.query_status`), what became of an attempt: ``<document-status
+      status="DELIVERED|NOT_DELIVERED" read="Y|N" channel="DIGIPOST|PRINT" delivered=...>`` is read as the
+      document event it amounts to (``READ``, ``PRINTED``, ``DELIVERED``; ``webhooks.digipost.EVENT_MAP``), a
+      document Digipost holds undelivered as ``accepted``, and an unknown document (404
+      ``DOCUMENT_NOT_FOUND``) as "Digipost cannot say".
 
 Identity and idempotency
     The message id and the document uuid are UUIDs derived from our attempt id (:func:`message_uuid`,
@@ -95,6 +100,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from channels.base import (
+    CarrierStatus,
     ChannelConfigurationError,
     ChannelError,
     ChannelLimits,
@@ -102,6 +108,7 @@ from channels.base import (
     PermanentChannelError,
     PostalAddress,
     Receipt,
+    SentAttempt,
     TransientChannelError,
     UncertainDeliveryError,
 )
@@ -790,18 +797,62 @@ class DigipostChannel:
 
     async def _document_status(self, document_id: str) -> dict[str, str]:
         """The attributes of ``<document-status>`` for our document, or {} if Digipost cannot tell now."""
-        # Like the Java client (getDocumentStatus): this path, resolved against the base URL.
-        url = self._base.with_path(f"/documents/{self._sender_id}/{document_id}/status")
         try:
-            answer = await self._request("GET", url, None, None, sending=False)
+            found = await self._fetch_document_status(document_id)
         except ChannelError as exc:
             log.warning("digipost: status of document %s unavailable (%s)", document_id, exc.reason)
             return {}
-        root = _parse_xml(answer.body) if answer.status == 200 else None
+        return found or {}
+
+    async def _fetch_document_status(self, document_id: str) -> dict[str, str] | None:
+        """The attributes of ``<document-status>``; None if Digipost has no such document. Raises the channel
+        error of a failed request."""
+        # Like the Java client (getDocumentStatus): this path, resolved against the base URL.
+        url = self._base.with_path(f"/documents/{self._sender_id}/{document_id}/status")
+        answer = await self._request("GET", url, None, None, sending=False)
+        if answer.status == 404 and _error_code(answer.body) == "DOCUMENT_NOT_FOUND":
+            return None
+        if answer.status != 200:
+            raise _translate(answer, sending=False, what="document status")
+        root = _parse_xml(answer.body)
         if root is None or root.tag != _q("document-status"):
-            log.warning("digipost: status of document %s unavailable (HTTP %s)", document_id, answer.status)
-            return {}
+            raise TransientChannelError("digipost_bad_answer", "Digipost's document status is unreadable")
         return {key: value for key, value in root.attrib.items() if isinstance(value, str)}
+
+    # ---------------------------------------------------------------------------------------- status API
+
+    async def query_status(self, attempt: SentAttempt) -> CarrierStatus | None:
+        """What Digipost says became of ``attempt`` (see the module docstring); None if it never got it."""
+        # Imported here: the webhook module builds on this one (the message and document ids).
+        from webhooks.digipost import EVENT_MAP
+
+        document_id = document_uuid(attempt.attempt_id)
+        found = await self._fetch_document_status(document_id)
+        if found is None:
+            return None
+        delivered = found.get("status") == "DELIVERED"
+        if found.get("read") == "Y":
+            kind = "READ"
+        elif delivered:
+            kind = "PRINTED" if found.get("channel") == "PRINT" else "DELIVERED"
+        else:
+            kind = None  # Digipost has it and has not delivered it yet
+        status, reason, extra = EVENT_MAP[kind] if kind else ("accepted", None, {})
+        at = _status_time(found.get("delivered")) if delivered else None
+        return CarrierStatus(
+            provider=PROVIDER,
+            status=status,
+            at=at or self._clock(),
+            reason=reason,
+            provider_message_id=message_uuid(attempt.attempt_id),
+            detail={
+                **({"digipost_event": kind} if kind else {}),
+                **extra,
+                "document_uuid": document_id,
+                "document_status": found.get("status"),
+                "delivery_channel": found.get("channel"),
+            },
+        )
 
     # ---------------------------------------------------------------------------------------------- HTTP
 
@@ -941,6 +992,15 @@ def _national_id(message: Outgoing) -> str:
             "the digital mailbox needs the debtor's national id in metadata['national_id']",
         )
     return _digits(raw)
+
+
+def _status_time(value: str | None) -> datetime | None:
+    """A ``document-status`` time (xsd:dateTime with an offset), aware; None if absent or unreadable."""
+    try:
+        moment = datetime.fromisoformat(value.strip()) if value else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _error_code(raw: bytes) -> str | None:

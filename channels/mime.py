@@ -3,7 +3,9 @@
 Shared by the SMTP channel and the e-mail outbox, so that what an operator opens in the outbox is byte for
 byte what would have gone to the relay. Our ids travel in the message (``Message-ID:
 <contact.attempt@domain>``, ``X-Orchestrator-Contact``) and in the VERP return path
-``bounce+<attempt>@<bounce domain>``, so that replies, bounces and carrier events find their contact.
+``bounce+<attempt>@<bounce domain>``, so that replies, bounces and carrier events find their contact. A
+message with an ``unsubscribe_url`` (every e-mail but a statutory notice) carries ``List-Unsubscribe`` and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058).
 """
 
 from __future__ import annotations
@@ -12,11 +14,29 @@ import email.policy
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime
 
 from channels.base import Outgoing
 
 __all__ = ["ascii_address", "build_email", "message_id_for", "verp_sender"]
+
+
+class _Verbatim(str):
+    """A header value written as it is, on one line: the email package would fold a URL longer than a line
+    into RFC 2047 encoded words, which no mail client reads back as a URL."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _Verbatim:
+        if not value.isascii() or any(ch in value for ch in "\r\n") or len(name) + len(value) > 990:
+            raise ValueError(f"{name} must be one line of ASCII, at most 990 characters")
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
 
 
 def message_id_for(contact_id: str, attempt_id: str, domain: str) -> str:
@@ -61,6 +81,11 @@ def build_email(
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = message_id_for(message.contact_id, message.attempt_id, domain)
     msg["X-Orchestrator-Contact"] = message.contact_id
+    if message.unsubscribe_url is not None:
+        # RFC 2369 and RFC 8058: mail clients offer "unsubscribe", and POST "List-Unsubscribe=One-Click" to
+        # the URL (the relay's DKIM signature should cover both headers).
+        msg.set_raw("List-Unsubscribe", _Verbatim("List-Unsubscribe", f"<{message.unsubscribe_url}>"))
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(message.text, charset="utf-8", cte="quoted-printable")
     if message.html is not None:
         msg.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")

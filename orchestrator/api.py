@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from orchestrator import case_events, intake, queue
 from orchestrator import contact_log as store
-from orchestrator import intake, queue
 from orchestrator.appkeys import REDIS, SESSIONS, SETTINGS
 from orchestrator.db import write_session
-from orchestrator.models import Attempt, Contact, TimelineEvent, new_id, utcnow
+from orchestrator.models import Attempt, Contact, TimelineEvent, utcnow
 from orchestrator.problems import ProblemError, problem
 from orchestrator.schemas import (
     STATUSES,
@@ -352,11 +352,6 @@ async def debtor_timeline(request: web.Request) -> web.Response:
     return _json(out)
 
 
-# What a case event does to the case and to its open contacts (R4 disputes, R8 bankruptcy).
-_HOLDS = {"dispute_raised": "dispute", "bankrupt": "bankruptcy"}
-_CLOSES = {"paid_in_full": "paid_in_full", "closed": "case_closed"}
-
-
 @routes.post("/v1/cases/{case_id}/events", name="case_event")
 async def case_event(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
@@ -368,73 +363,29 @@ async def case_event(request: web.Request) -> web.Response:
         return problem(
             422, "Invalid case event", f"{len(errors)} problem(s) in the case event", errors=errors
         )
-    now = utcnow()
-    resumed: list[str] = []
     async with write_session(request.app[SESSIONS]) as session:
         case = await store.get_case(session, case_id)
         if case is None:
             raise ProblemError(404, "Not found", f"no case with id {case_id!r}")
-        event_id = new_id()
-        affected: list[str] = []
-        await store.insert_case_event(
+        applied = await case_events.apply(
             session,
-            {
-                "id": event_id,
-                "case_id": case_id,
-                "type": event.type,
-                "at": event.at,
-                "data": event.model_dump(mode="json", exclude={"type", "at"}),
-                "created_at": now,
-            },
+            case,
+            type=event.type,
+            at=event.at,
+            data=event.model_dump(mode="json", exclude={"type", "at", "source"}),
+            source=event.source,
+            now=utcnow(),
         )
-        status = case.status
-        if event.type in _HOLDS:
-            status, reason = "held", _HOLDS[event.type]
-            await store.set_case_status(session, case_id, status=status, reason=reason, now=now)
-            affected = await store.move_case_contacts(
-                session, case_id, from_statuses=store.OPEN_STATUSES, to_status="held", reason=reason, now=now
-            )
-        elif event.type == "dispute_resolved" and case.status == "held" and case.status_reason == "dispute":
-            status = "open"
-            await store.set_case_status(session, case_id, status=status, reason=None, now=now)
-            affected = resumed = await store.move_case_contacts(
-                session,
-                case_id,
-                from_statuses=("held",),
-                to_status="queued",
-                reason="dispute_resolved",
-                now=now,
-            )
-        elif event.type in _CLOSES:
-            status, reason = "closed", _CLOSES[event.type]
-            await store.set_case_status(session, case_id, status=status, reason=reason, now=now)
-            await store.revoke_case_links(session, case_id, now=now)
-            affected = await store.move_case_contacts(
-                session,
-                case_id,
-                from_statuses=(*store.OPEN_STATUSES, "held"),
-                to_status="cancelled",
-                reason=reason,
-                now=now,
-            )
-        await store.add_timeline(
-            session,
-            [
-                store.timeline_row(
-                    debtor_id=case.debtor_id,
-                    case_id=case_id,
-                    type=f"case_{event.type}",
-                    source="upstream",
-                    detail={**event.model_dump(mode="json"), "contacts_affected": affected},
-                    at=now,
-                )
-            ],
-        )
+    resumed = applied.resumed
     if resumed:
         await queue.enqueue_contacts(request.app[REDIS], request.app[SETTINGS].queue_name, resumed)
     return _json(
         CaseEventAccepted(
-            id=event_id, case_id=case_id, type=event.type, case_status=status, contacts_affected=len(affected)
+            id=applied.event_id,
+            case_id=case_id,
+            type=event.type,
+            case_status=applied.case_status,
+            contacts_affected=len(applied.affected),
         ),
         status=201,
     )

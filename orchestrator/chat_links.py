@@ -28,12 +28,24 @@ class IssuedLink:
     row: dict[str, Any]  # for contact_log.insert_chat_link
 
 
+# Which page a contact of each kind links to; kinds not listed link to the claim page.
+PURPOSE_BY_KIND = {"address_request": "address"}
+
+
 def issue(
-    *, base_url: str, debtor_id: str, case_id: str, contact_id: str, now: datetime, ttl_days: int
+    *,
+    base_url: str,
+    debtor_id: str,
+    case_id: str,
+    contact_id: str,
+    now: datetime,
+    ttl_days: int,
+    purpose: str = "case",
 ) -> IssuedLink:
     token = secrets.token_urlsafe(24)
     row = {
         "id": new_id(),
+        "purpose": purpose,
         "token_hash": hash_token(token),
         "debtor_id": debtor_id,
         "case_id": case_id,

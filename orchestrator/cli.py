@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     returns.add_argument("file", type=Path)
     returns.add_argument("--layout", help="the file's layout (default: recognised from its first lines)")
+    why = sub.add_parser(
+        "explain", help="why a contact went where it went, and what today's rules would decide differently"
+    )
+    why.add_argument("contact_id")
     key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
     key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
     key.add_argument("--name", default=None, help="a label, e.g. the upstream system's name")
@@ -248,6 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_import_returns(settings, args.file, args.layout))
         except (UnknownLayout, OSError) as exc:
             print(f"orchestrator import-returns: {exc}", file=sys.stderr)
+            return 2
+    elif command == "explain":
+        from orchestrator.explain import ExplainError, explain
+
+        try:
+            print(asyncio.run(explain(settings, args.contact_id)))
+        except ExplainError as exc:
+            print(f"orchestrator explain: {exc}", file=sys.stderr)
             return 2
     elif command == "create-api-key":
         try:

@@ -8,7 +8,8 @@ operator actions never move a contact backwards or send it twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, func, select, update
@@ -300,9 +301,136 @@ async def load_for_dispatch(session: AsyncSession, contact_id: str) -> tuple[Con
             .join(Debtor, Debtor.id == Contact.debtor_id)
             .join(Case, Case.id == Contact.case_id)
             .where(Contact.id == contact_id)
+            # Rows this session already holds may have been changed by Core updates since: read them anew.
+            .execution_options(populate_existing=True)
         )
     ).first()
     return (row[0], row[1], row[2]) if row else None
+
+
+# ---- what the policy needs to know of the past (R6 pressure cap, R10 fees, fallback) ----
+
+# An attempt that may have reached the debtor (in flight counts: another worker may be sending it now).
+REACHING = ("sending", "sent", "delivered", "read")
+
+
+async def reach_times(
+    session: AsyncSession,
+    debtor_id: str,
+    *,
+    since: datetime,
+    exclude_contact_id: str,
+    exclude_kinds: Sequence[str] = (),
+) -> list[datetime]:
+    """When this debtor was reached (or is being reached) since ``since``: any case, any upstream system."""
+    query = (
+        select(Attempt.created_at)
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .where(
+            Contact.debtor_id == debtor_id,
+            Contact.id != exclude_contact_id,
+            Attempt.status.in_(REACHING),
+            Attempt.created_at >= since,
+        )
+    )
+    if exclude_kinds:
+        query = query.where(Contact.kind.not_in(exclude_kinds))
+    return [_utc(t) for t in (await session.execute(query)).scalars()]
+
+
+async def fee_contacts_sent(session: AsyncSession, case_id: str, *, exclude_contact_id: str) -> int:
+    """Fee-bearing messages already sent for this claim (R10): decided with ``carries_fee`` and sent."""
+    found = await session.execute(
+        select(Contact.decision).where(
+            Contact.case_id == case_id,
+            Contact.id != exclude_contact_id,
+            Contact.status.in_(("sent", "delivered", "read")),
+        )
+    )
+    return sum(1 for d in found.scalars() if d and (d.get("inputs") or {}).get("carries_fee"))
+
+
+async def add_tried_channel(
+    session: AsyncSession, contact_id: str, channel: str, *, now: datetime
+) -> list[str]:
+    """Remember that ``channel`` failed for this contact (fallback chains); returns the channels tried."""
+    contact = await session.get(Contact, contact_id, with_for_update=True)
+    if contact is None:
+        return []
+    tried = list(contact.tried_channels or [])
+    if channel not in tried:
+        tried.append(channel)
+        await session.execute(
+            update(CONTACTS).where(CONTACTS.c.id == contact_id).values(tried_channels=tried, updated_at=now)
+        )
+    return tried
+
+
+async def response_counts(
+    session: AsyncSession,
+    *,
+    debtor_type: str,
+    kind: str,
+    since: datetime,
+    window_days: int,
+    responses: Sequence[str],
+    sample: int = 5000,
+) -> dict[str, tuple[int, int]]:
+    """Per channel, for comparable contacts (same debtor type and kind, sent since ``since``, the newest
+    ``sample``): how many were followed within ``window_days`` by a response on their case (a payment, a
+    plan, a dispute), and how many there were. What the ranking learns from (outcomes, not opens)."""
+    sent = (
+        await session.execute(
+            select(Contact.channel, Contact.send_at, Contact.case_id)
+            .join(Debtor, Debtor.id == Contact.debtor_id)
+            .where(
+                Debtor.type == debtor_type,
+                Contact.kind == kind,
+                Contact.status.in_(("sent", "delivered", "read")),
+                Contact.send_at >= since,
+            )
+            .order_by(Contact.send_at.desc())
+            .limit(sample)
+        )
+    ).all()
+    if not sent:
+        return {}
+    case_ids = sorted({row[2] for row in sent})
+    events: dict[str, list[datetime]] = {}
+    for chunk in _chunks(case_ids):
+        found = await session.execute(
+            select(CaseEvent.case_id, CaseEvent.at).where(
+                CaseEvent.case_id.in_(chunk), CaseEvent.type.in_(responses), CaseEvent.at >= since
+            )
+        )
+        for case_id, at in found.all():
+            events.setdefault(case_id, []).append(_utc(at))
+    window = timedelta(days=window_days)
+    out: dict[str, tuple[int, int]] = {}
+    for channel, send_at, case_id in sent:
+        if channel is None or send_at is None:
+            continue
+        start = _utc(send_at)
+        hit = any(start <= at <= start + window for at in events.get(case_id, ()))
+        responded, total = out.get(channel, (0, 0))
+        out[channel] = (responded + int(hit), total + 1)
+    return out
+
+
+async def lock_debtor(session: AsyncSession, debtor_id: str) -> None:
+    """Serialise claims for one debtor across workers (a PostgreSQL row lock; SQLite write transactions are
+    serial already), so two workers cannot both take the last place under the pressure cap."""
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(select(Debtor.id).where(Debtor.id == debtor_id).with_for_update())
+
+
+async def case_status(session: AsyncSession, case_id: str) -> tuple[str, str | None]:
+    row = (await session.execute(select(Case.status, Case.status_reason).where(Case.id == case_id))).one()
+    return str(row[0]), row[1]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def set_contact_status(
@@ -324,18 +452,74 @@ async def set_contact_status(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def claim_for_sending(session: AsyncSession, contact_id: str, *, now: datetime, **values: Any) -> bool:
-    """queued/scheduled -> sending, counted as one more try. Committed before any carrier is called."""
-    return await set_contact_status(
-        session,
-        contact_id,
-        status="sending",
-        reason=None,
-        expected=OPEN_STATUSES,
-        now=now,
-        send_tries=CONTACTS.c.send_tries + 1,
-        **values,
+@dataclass(frozen=True)
+class CapCheck:
+    """R6 inside the claim: at most ``max_per_day`` contacts since ``day_start`` and ``max_per_7_days``
+    since ``week_start`` may have reached the debtor (kinds in ``exempt_kinds`` not counted)."""
+
+    debtor_id: str
+    day_start: datetime
+    week_start: datetime
+    max_per_day: int
+    max_per_7_days: int
+    exempt_kinds: Sequence[str] = ()
+
+
+def _reached_since(cap: CapCheck, since: datetime, strict: bool) -> Any:
+    other = CONTACTS.alias("other")
+    query = (
+        select(func.count())
+        .select_from(ATTEMPTS.join(other, other.c.id == ATTEMPTS.c.contact_id))
+        .where(
+            other.c.debtor_id == cap.debtor_id,
+            ATTEMPTS.c.status.in_(REACHING),
+            ATTEMPTS.c.created_at > since if strict else ATTEMPTS.c.created_at >= since,
+        )
     )
+    if cap.exempt_kinds:
+        query = query.where(other.c.kind.not_in(cap.exempt_kinds))
+    return query.scalar_subquery()
+
+
+async def claim_for_sending(
+    session: AsyncSession,
+    contact_id: str,
+    *,
+    now: datetime,
+    case_id: str | None = None,
+    cap: CapCheck | None = None,
+    **values: Any,
+) -> bool:
+    """queued/scheduled -> sending, counted as one more try. Committed before any carrier is called.
+
+    One conditional statement, so the legal guard holds at the moment of the claim: with ``case_id`` the case
+    must still be open (a dispute or bankruptcy that arrived since the decision wins, R4/R8); with ``cap``
+    the pressure cap must still allow one more (another worker may have reached the debtor meanwhile, R6).
+    On PostgreSQL the caller locks the debtor row first (:func:`lock_debtor`); SQLite writes are serial."""
+    conditions = [CONTACTS.c.id == contact_id, CONTACTS.c.status.in_(OPEN_STATUSES)]
+    if case_id is not None:
+        conditions.append(select(CASES.c.id).where(CASES.c.id == case_id, CASES.c.status == "open").exists())
+    if cap is not None:
+        conditions.append(_reached_since(cap, cap.day_start, strict=False) < cap.max_per_day)
+        conditions.append(_reached_since(cap, cap.week_start, strict=True) < cap.max_per_7_days)
+    result = await session.execute(
+        update(CONTACTS)
+        .where(*conditions)
+        .values(
+            status="sending",
+            status_reason=None,
+            updated_at=now,
+            send_tries=CONTACTS.c.send_tries + 1,
+            **values,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claimable(session: AsyncSession, contact_id: str) -> bool:
+    """Still waiting to be sent (after a refused claim: the guard said no, not another worker)."""
+    found = await session.execute(select(Contact.status).where(Contact.id == contact_id))
+    return found.scalar_one_or_none() in OPEN_STATUSES
 
 
 async def insert_attempt(session: AsyncSession, row: dict[str, Any]) -> None:
@@ -553,6 +737,23 @@ async def add_unusable_address(session: AsyncSession, debtor_id: str, address: s
         )
 
 
+async def add_opt_out(
+    session: AsyncSession, debtor_id: str, reach: str, *, source: str, now: datetime
+) -> bool:
+    """The debtor wants no more non-statutory messages on this reach ("mobile", "email"). True if new."""
+    debtor = await session.get(Debtor, debtor_id, with_for_update=True)
+    if debtor is None:
+        return False
+    current = list(debtor.opted_out or [])
+    if any(item.get("reach") == reach for item in current):
+        return False
+    current.append({"reach": reach, "source": source, "at": now.isoformat()})
+    await session.execute(
+        update(DEBTORS).where(DEBTORS.c.id == debtor_id).values(opted_out=current, updated_at=now)
+    )
+    return True
+
+
 def _postal_key(address: dict[str, Any]) -> tuple[Any, ...]:
     return (
         tuple(address.get("lines") or ()),
@@ -646,6 +847,52 @@ async def reopen_returned_contact(
     )
 
 
+async def count_attempts_with_reason(session: AsyncSession, contact_id: str, reason: str) -> int:
+    found = await session.execute(
+        select(func.count())
+        .select_from(Attempt)
+        .where(Attempt.contact_id == contact_id, Attempt.status_reason == reason)
+    )
+    return int(found.scalar_one())
+
+
+async def latest_attempt_id(session: AsyncSession, contact_id: str) -> str | None:
+    found = await session.execute(
+        select(Attempt.id).where(Attempt.contact_id == contact_id).order_by(Attempt.id.desc()).limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
+async def reschedule_bounced_contact(
+    session: AsyncSession, contact_id: str, *, reason: str, send_at: datetime, now: datetime
+) -> bool:
+    """``sent`` -> ``scheduled``: a soft-bounced e-mail is delivered again later, the same contact (the
+    carrier gave up, so nothing is in flight). Conditional, so it happens once per bounce."""
+    return await set_contact_status(
+        session,
+        contact_id,
+        status="scheduled",
+        reason=reason,
+        expected=("sending", "sent"),
+        now=now,
+        send_at=send_at,
+    )
+
+
+async def returned_contacts(session: AsyncSession, case_id: str) -> list[Contact]:
+    """The case's contacts whose letter came back and that were not sent again."""
+    found = await session.execute(
+        select(Contact).where(Contact.case_id == case_id, Contact.status == "returned").order_by(Contact.id)
+    )
+    return list(found.scalars())
+
+
+async def revoke_link(session: AsyncSession, link_id: str, *, now: datetime) -> None:
+    await session.execute(
+        update(ChatLink).where(ChatLink.id == link_id, ChatLink.revoked_at.is_(None)).values(revoked_at=now)
+    )
+
+
 async def insert_operator_task(session: AsyncSession, row: dict[str, Any]) -> str:
     task_id = new_id()
     await session.execute(
@@ -702,3 +949,99 @@ async def delete_everything(session: AsyncSession) -> None:
     """Empty every table (tests only): children first."""
     for table in reversed(Base.metadata.sorted_tables):
         await session.execute(delete(table))
+
+
+# ---- reconciliation ----
+
+
+async def reconciliation_candidates(
+    session: AsyncSession, *, status: str, channels: Sequence[str], before: datetime, limit: int
+) -> list[tuple[Attempt, str, str]]:
+    """(attempt, debtor id, case id) of contacts in ``status`` (``sending`` or ``sent``) on ``channels`` whose
+    attempt in that status neither moved nor was asked about since ``before``: least recently touched
+    first, so that a bounded sweep reaches every one in turn. One attempt per contact."""
+    if not channels or limit <= 0:
+        return []
+    rows = await session.execute(
+        select(Attempt, Contact.debtor_id, Contact.case_id)
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .where(
+            Contact.status == status,
+            Contact.updated_at < before,
+            Attempt.status == status,
+            Attempt.channel.in_(channels),
+            Attempt.updated_at < before,
+        )
+        .order_by(Attempt.updated_at, Attempt.id)
+        .limit(limit)
+    )
+    found: dict[str, tuple[Attempt, str, str]] = {}
+    for attempt, debtor_id, case_id in rows:
+        found.setdefault(attempt.contact_id, (attempt, debtor_id, case_id))
+    return list(found.values())
+
+
+async def mark_attempt_asked(
+    session: AsyncSession,
+    attempt_id: str,
+    *,
+    now: datetime,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+) -> None:
+    """The carrier was asked about this attempt now (it is asked again only after another timeout). The
+    carrier's id, when it named one, fills an attempt whose send was never answered."""
+    await session.execute(update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(updated_at=now))
+    if provider is not None and provider_message_id is not None:
+        await session.execute(
+            update(ATTEMPTS)
+            .where(ATTEMPTS.c.id == attempt_id, ATTEMPTS.c.provider_message_id.is_(None))
+            .values(provider=provider, provider_message_id=provider_message_id)
+        )
+
+
+async def mark_contact_reconciled(
+    session: AsyncSession, contact_id: str, *, status: str, now: datetime
+) -> bool:
+    """A carrier report for the contact is recorded and on its way to the worker: the contact counts as
+    looked after now, so the sweeper does not flag it while the report is applied."""
+    result = await session.execute(
+        update(CONTACTS)
+        .where(CONTACTS.c.id == contact_id, CONTACTS.c.status == status)
+        .values(updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- inbound replies ----
+
+
+async def debtors_texted_at(
+    session: AsyncSession, number: str, *, limit: int = 20
+) -> list[tuple[Debtor, Attempt, str]]:
+    """The debtors we sent a message to at ``number`` (E.164, the address SMS and chat-link attempts store),
+    each with our latest attempt to that number and its case id, the most recently texted first.
+
+    Searching ``debtors.contact_points`` for the number would take JSON containment, which differs per
+    database; the attempts' ``address`` is a plain equality on PostgreSQL and SQLite alike, and it finds the
+    message being answered."""
+    newest = func.max(Attempt.id)
+    latest = await session.execute(
+        select(newest)
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .where(Attempt.address == number)
+        .group_by(Contact.debtor_id)
+        .order_by(newest.desc())
+        .limit(limit)
+    )
+    attempt_ids = [row[0] for row in latest]
+    if not attempt_ids:
+        return []
+    rows = await session.execute(
+        select(Debtor, Attempt, Contact.case_id)
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .join(Debtor, Debtor.id == Contact.debtor_id)
+        .where(Attempt.id.in_(attempt_ids))
+        .order_by(Attempt.id.desc())
+    )
+    return [(debtor, attempt, case_id) for debtor, attempt, case_id in rows]

@@ -96,11 +96,13 @@ def _debtor_row(request: ContactRequest, now: datetime) -> dict[str, Any]:
         "organisation_number": d.organisation_number,
         "unusable_addresses": [],
         "registry_addresses": [],
+        "opted_out": [],
         "contact_points": {
             "addresses": [a.model_dump(mode="json") for a in d.addresses],
             "phones": list(d.phones),
             "emails": list(d.emails),
             "electronic_notice_evidence": [e.model_dump(mode="json") for e in d.electronic_notice_evidence],
+            "preferred_channel": d.preferred_channel,
         },
         "created_at": now,
         "updated_at": now,

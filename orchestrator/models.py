@@ -96,6 +96,9 @@ class Debtor(Base):
     # addresses found in a registry or by Posten after a returned letter: [{lines, postal_code, city, country,
     # source, found_at}] (ours: kept when upstream sends the debtor again; never a graded address, R9)
     registry_addresses: Mapped[list[Any] | None]
+    # reaches ("mobile", "email") the debtor opted out of, e.g. by an SMS "STOP": [{reach, source, at}]
+    # (ours: kept when upstream sends the debtor again)
+    opted_out: Mapped[list[Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -132,6 +135,8 @@ class Contact(Base):
     status_reason: Mapped[str | None] = mapped_column(String(100))
     send_at: Mapped[datetime | None]
     send_tries: Mapped[int] = mapped_column(Integer, default=0)
+    # channels that failed for this contact, in order: the fallback chain goes on with the others
+    tried_channels: Mapped[list[Any] | None]
     decision: Mapped[dict[str, Any] | None]
     variables: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
@@ -212,6 +217,9 @@ class ChatLink(Base):
     debtor_id: Mapped[str] = mapped_column(ForeignKey("debtors.id"))
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
     contact_id: Mapped[str | None] = mapped_column(String(26))
+    # "case": the claim and how to pay; "address": only a form for a new postal address (address requests
+    # go out when our data may be stale, so that page shows nothing of the claim, R7).
+    purpose: Mapped[str] = mapped_column(String(20), server_default="case")
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]

@@ -115,13 +115,54 @@ OPERATIONS: dict[str, Operation] = {
         "The debtor's self-service page behind a chat link (the token is the credential)",
         tag="self-service",
         responses={
-            200: ("The claim and how to pay", None, "text/html"),
+            200: (
+                "The claim and how to pay, or (an address request's link) only an address form",
+                None,
+                "text/html",
+            ),
             410: ("Unknown, expired or revoked link: the same page, revealing nothing", None, "text/html"),
         },
     ),
+    "self_service_dispute": Operation(
+        "The debtor objects to the claim from the self-service page (form field note, optional): the case is "
+        "held at once (R4) until a person resolves it",
+        tag="self-service",
+        responses={
+            200: ("Objection received", None, "text/html"),
+            410: ("Unknown, expired or revoked link, or not a claim link", None, "text/html"),
+        },
+    ),
+    "self_service_address": Operation(
+        "A new postal address from the address form (form-encoded line1, line2, postal_code, city): stored "
+        "with its provenance, the case's returned letters sent again to it, the link spent",
+        tag="self-service",
+        responses={
+            200: ("Address received", None, "text/html"),
+            410: ("Unknown, expired, revoked or spent link, or not an address link", None, "text/html"),
+            422: ("The form again, with what is wrong", None, "text/html"),
+        },
+    ),
+    "unsubscribe_page": Operation(
+        "The page behind an e-mail's List-Unsubscribe link: a button that unsubscribes (a GET never does, "
+        "since mail scanners fetch links)",
+        tag="self-service",
+        responses={
+            200: ("The confirmation page", None, "text/html"),
+            410: ("Unknown, expired or not an unsubscribe link", None, "text/html"),
+        },
+    ),
+    "unsubscribe": Operation(
+        "One-click unsubscribe (RFC 8058; any body, e.g. List-Unsubscribe=One-Click): no more non-statutory "
+        "e-mail to the debtor; idempotent",
+        tag="self-service",
+        responses={
+            200: ("Unsubscribed (also when already unsubscribed)", None, "text/html"),
+            410: ("Unknown, expired or not an unsubscribe link", None, "text/html"),
+        },
+    ),
     "webhook": Operation(
-        "A carrier's callback (delivery report, bounce, receipt, returned letter), verified as that carrier "
-        "signs; recorded once by its event id and processed in the worker",
+        "A carrier's callback (delivery report, bounce, receipt, returned letter, a debtor's SMS reply), "
+        "verified as that carrier signs; recorded once by its event id and processed in the worker",
         tag="carriers",
         responses={
             200: ("Recorded (or kept for inspection when unreadable)", None, "application/json"),
@@ -131,7 +172,8 @@ OPERATIONS: dict[str, Operation] = {
         },
     ),
     "webhook_with_secret": Operation(
-        "The same, for carriers authenticated by a secret path segment (Link Mobility)",
+        "The same, for carriers authenticated by a secret path segment (Link Mobility), and Twilio's "
+        "incoming messages (/webhooks/twilio/inbound)",
         tag="carriers",
         responses={
             200: ("Recorded (or kept for inspection when unreadable)", None, "application/json"),

@@ -8,7 +8,9 @@
    is held and an operator task raised (R8); else its ``postadresse`` (else ``forretningsadresse``);
 2. a person with a national id is looked up in Folkeregisteret (through Maskinporten) when it is configured:
    a graded address → an operator task and nothing stored or shown (R9); ``ukjentBosted`` or nothing → on;
-3. a ``new_address`` that the print provider or Posten sent with the return counts as found (``posten``).
+3. a ``new_address`` that the print provider or Posten sent with the return counts as found (``posten``);
+4. so does an address from the latest Posten address-update (EA) file: a letter Posten forwarded stores the
+   debtor's new address (:mod:`orchestrator.carrier_jobs`), and one stored after this letter was sent is used.
 
 A found address that is not the returned one and not already unusable is stored on the debtor with its
 provenance, and the SAME contact is sent again: ``returned`` → ``queued`` with ``address_updated_resent``,
@@ -21,6 +23,7 @@ otherwise an operator task ``no_address_found``. Every step writes a timeline en
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
@@ -219,6 +222,18 @@ async def _look_up(ctx: dict[str, Any], settings: Settings, debtor: Debtor, resu
         result.steps.append(_Step("folkeregisteret", "looked_up", "no_address"))
 
 
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC datetimes; found_at strings are aware ISO timestamps.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _found_after(stored: dict[str, Any], moment: datetime) -> bool:
+    try:
+        return _aware(datetime.fromisoformat(str(stored.get("found_at")))) > moment
+    except ValueError:
+        return False
+
+
 def _usable_electronic(debtor: Debtor) -> bool:
     points = debtor.contact_points
     unusable = {u.lower() for u in debtor.unusable_addresses or []}
@@ -266,6 +281,7 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
         contact, debtor, case = row
         detail = await store.returned_event_detail(session, attempt_id)
         returned_letters = await store.count_returned_attempts(session, contact.id, "letter")
+        attempt_sent_at = _aware(attempt.created_at)
 
     lookup = _Lookup()
     registry = "brreg" if debtor.type == "organisation" else "folkeregisteret"
@@ -288,6 +304,14 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
             address.setdefault("country", "NO")
             lookup.found.append((address, "posten"))
             lookup.steps.append(_Step("posten", "reported", "address_found"))
+    if not lookup.graded and lookup.stop_reason is None:
+        # The latest Posten address-update (EA) file: a new address it gave for another of this debtor's
+        # letters (forwarded, see carrier_jobs) that is newer than this letter.
+        for stored in debtor.registry_addresses or []:
+            if stored.get("source") == "posten" and _found_after(stored, attempt_sent_at):
+                address = {k: stored[k] for k in ("lines", "postal_code", "city", "country") if k in stored}
+                lookup.found.append((address, "posten"))
+                lookup.steps.append(_Step("posten", "address_file", "address_found"))
 
     unusable = set(debtor.unusable_addresses or []) | {attempt.address}
     chosen: tuple[dict[str, Any], str] | None = None

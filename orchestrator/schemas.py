@@ -100,6 +100,11 @@ class Debtor(_In):
     phones: list[Phone] = Field(default_factory=list, max_length=10)
     emails: list[Email] = Field(default_factory=list, max_length=10)
     electronic_notice_evidence: list[Evidence] = Field(default_factory=list, max_length=20)
+    preferred_channel: ChannelName | None = Field(
+        None,
+        description="The channel the debtor said they prefer; it wins over cost when it is lawful and "
+        "reachable (the legal guard still decides).",
+    )
 
     @field_validator("national_id")
     @classmethod
@@ -173,6 +178,11 @@ class CaseEventRequest(_In):
     at: AwareDatetime
     amount: Money | None = None
     note: Annotated[str, Field(max_length=2000)] | None = None
+    source: Literal["upstream", "operator", "inbound_reply"] = Field(
+        "upstream",
+        description="Who reports it: the upstream system, an operator, or an operator flagging a debtor's "
+        "inbound SMS or e-mail reply (e.g. as a dispute, R4).",
+    )
 
 
 # ---- responses ----

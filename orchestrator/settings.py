@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         None, description="Where debtors reach us (self-service links); default `http://<host>:<port>`."
     )
     chat_link_ttl_days: int = Field(30, ge=1, le=365, description="Self-service links expire after this.")
+    unsubscribe_link_ttl_days: int = Field(
+        365,
+        ge=1,
+        le=3650,
+        description="One-click unsubscribe links (List-Unsubscribe of non-statutory e-mail) expire then.",
+    )
 
     # Logging
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
@@ -65,6 +71,15 @@ class Settings(BaseSettings):
     sweeper_stale_after_s: float = Field(
         120.0, ge=0, description="A contact left `queued` (or overdue `scheduled`) this long is re-enqueued."
     )
+    soft_bounce_retry_after_s: float = Field(
+        14400.0,
+        ge=0,
+        description="After a soft bounce the MTA gave up on (mailbox full ...), send again this "
+        "much later (inside the contact windows).",
+    )
+    soft_bounce_max_retries: int = Field(
+        2, ge=0, description="Soft-bounced e-mails re-sent per contact before it ends `bounced`."
+    )
     sending_timeout_s: float = Field(
         600.0, gt=0, description="A contact `sending` this long is marked `needs_reconciliation`."
     )
@@ -72,6 +87,13 @@ class Settings(BaseSettings):
         default_factory=lambda: {"sms": 172800.0, "chat_link": 172800.0, "digital_mailbox": 604800.0},
         description="Per channel (JSON): a contact `sent` this long without a carrier report is marked "
         "`no_delivery_report` for an operator. Channels not listed give no reports (e.g. SMTP).",
+    )
+    reconcile_max_queries_per_sweep: int = Field(
+        100,
+        ge=0,
+        description="Carrier status API queries one sweep may make for contacts stuck in `sending` or `sent` "
+        "without a report (Twilio, Digipost); the rest wait for a later sweep and are flagged meanwhile. "
+        "0: never ask, flag at once.",
     )
     worker_metrics_port: int | None = Field(
         None, description="If set, a worker serves Prometheus metrics on this port."

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from orchestrator import api, metrics, queue, selfservice
+from orchestrator import api, metrics, queue, selfservice, unsubscribe
 from orchestrator.appkeys import ENGINE, KEYS, OPENAPI, REDIS, SESSIONS, SETTINGS
 from orchestrator.auth import KeyCache
 from orchestrator.db import create_engine, session_factory
@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app.cleanup_ctx.append(ingress.bounce_receiver)
     app.router.add_routes(api.routes)
     app.router.add_routes(selfservice.routes)
+    app.router.add_routes(unsubscribe.routes)
     app.router.add_routes(ingress.routes)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

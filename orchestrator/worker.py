@@ -3,7 +3,7 @@ database: claims and dedupe live in the database, timing in Redis, nothing in pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -14,7 +14,7 @@ from orchestrator import queue
 from orchestrator.carrier_jobs import PROCESS_CARRIER_EVENT, process_carrier_event
 from orchestrator.channel_registry import build_channels, close_channels
 from orchestrator.db import create_engine, session_factory
-from orchestrator.jobs import WorkerState, process_contact, sweep
+from orchestrator.jobs import WorkerState, process_contact, refresh_response_rates, sweep
 from orchestrator.logs import get_logger
 from orchestrator.models import utcnow
 from orchestrator.policy.rules import load_rules
@@ -45,6 +45,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         templates=available_templates(renderer),
         rules=load_rules(settings.rules_file),
         clock=ctx.get("clock", utcnow),
+        before_claim=ctx.get("before_claim"),
     )
     if settings.worker_metrics_port is not None:
         from prometheus_client import start_http_server
@@ -63,7 +64,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def build_worker(
-    settings: Settings, redis_url: str, *, clock: Callable[[], datetime] | None = None, **overrides: Any
+    settings: Settings,
+    redis_url: str,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    before_claim: Callable[[str], Awaitable[None]] | None = None,
+    **overrides: Any,
 ) -> Worker:
     """A worker for ``settings``; used by ``orchestrator worker``, ``orchestrator run`` and the tests."""
     from arq.connections import RedisSettings
@@ -77,7 +83,18 @@ def build_worker(
             func(process_carrier_event, name=PROCESS_CARRIER_EVENT, max_tries=20, keep_result=0),
             func(handle_returned_letter, name=HANDLE_RETURNED_LETTER, max_tries=20, keep_result=0),
         ],
-        "cron_jobs": [cron(sweep, second=seconds, run_at_startup=True, unique=True, keep_result=0)],
+        "cron_jobs": [
+            cron(sweep, second=seconds, run_at_startup=True, unique=True, keep_result=0),
+            # Observed response rates for the ranking: an aggregate, every ten minutes, shared through Redis.
+            cron(
+                refresh_response_rates,
+                minute=set(range(0, 60, 10)),
+                second={30},
+                run_at_startup=True,
+                unique=True,
+                keep_result=0,
+            ),
+        ],
         "redis_settings": RedisSettings.from_dsn(redis_url),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_max_jobs,
@@ -88,7 +105,11 @@ def build_worker(
         "job_deserializer": queue.json_deserializer,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings, **({"clock": clock} if clock else {})},
+        "ctx": {
+            "settings": settings,
+            **({"clock": clock} if clock else {}),
+            **({"before_claim": before_claim} if before_claim else {}),
+        },
         "handle_signals": False,
         "expires_extra_ms": queue.EXPIRES_EXTRA_MS,
     }
@@ -105,7 +126,15 @@ class WorkerSettings:
         func(handle_returned_letter, name=HANDLE_RETURNED_LETTER, max_tries=20, keep_result=0),
     ]
     cron_jobs: ClassVar[list[Any]] = [
-        cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0)
+        cron(sweep, second={0}, run_at_startup=True, unique=True, keep_result=0),
+        cron(
+            refresh_response_rates,
+            minute=set(range(0, 60, 10)),
+            second={30},
+            run_at_startup=True,
+            unique=True,
+            keep_result=0,
+        ),
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from sqlalchemy import text
 from orchestrator import auth, db, embedded_redis, queue
 from orchestrator import contact_log as store
 from orchestrator.db import write_session
+from orchestrator.policy.rules import DEFAULT_RULES_FILE, load_rules
 from orchestrator.settings import Settings
 from orchestrator.web import create_app
 from orchestrator.worker import build_worker
@@ -129,9 +131,25 @@ async def smtp_server() -> AsyncIterator[SmtpRecorder]:
     await server.wait_closed()
 
 
+@pytest.fixture(scope="session")
+def uncapped_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged rule set with the R6 pressure cap lifted, so that tests about other things may send a
+    debtor several messages in a row. Tests about the cap use the packaged rules (``rules_file=None``)."""
+    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
+    text = re.sub(r'^version = ".*"$', 'version = "test-without-pressure-cap"', text, count=1, flags=re.M)
+    text = re.sub(r"^max_per_day = \d+$", "max_per_day = 1000", text, count=1, flags=re.M)
+    text = re.sub(r"^max_per_7_days = \d+$", "max_per_7_days = 1000", text, count=1, flags=re.M)
+    path = tmp_path_factory.mktemp("rules") / "uncapped_rules.toml"
+    path.write_text(text, encoding="utf-8")
+    rules = load_rules(path)
+    assert rules.pressure_cap.max_per_day == 1000 and rules.pressure_cap.max_per_7_days == 1000
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str, database_url: str) -> Settings:
+def settings(tmp_path: Path, redis_url: str, database_url: str, uncapped_rules: Path) -> Settings:
     return Settings(
+        rules_file=uncapped_rules,
         state_dir=tmp_path / "state",
         redis_url=redis_url,
         database_url=database_url,

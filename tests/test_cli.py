@@ -458,46 +458,7 @@ def _assert_redis_gone(state: Path, stderr: str) -> None:
         client.close()
 
 
-def test_demo_always_open_with_nothing_configured(tmp_path: Path, work: Path) -> None:
-    state = tmp_path / "demo-state"
-    result = run_cli("demo", "--exit", "--always-open", env=embedded_env(state), cwd=work)
-    assert result.returncode == 0, explain(result)
-    out = result.stdout
-    outbox = (state / "outbox").resolve()
-    assert f"outbox (e-mail, as no SMTP relay is configured): {outbox}/email" in out, explain(result)
-    assert "7 through POST" in out
-    assert "6 queued, 1 rejected" in out
-    # the rejected sample item's problems
-    assert "item 6: debtor.phones.0:" in out
-    assert "item 6: debtor.emails.0:" in out
-    assert "item 6: case.kid:" in out
-    # each sample contact's outcome: with windows always open, every one is sent
-    for n in (1, 2, 3, 4, 6, 7):
-        line = next((ln for ln in out.splitlines() if ln.strip().startswith(f"DEMO-D-{n} ")), None)
-        assert line is not None, explain(result)
-        assert re.search(r"-> (sent|delivered) ", line), line
-        if n in (3, 6):  # SMS and chat link: the gateway's delivery report came back through our webhook
-            assert "-> delivered" in line, line
-    assert "DEMO-D-5" not in out.split("What the orchestrator decided")[1].split("Where to look")[0]
-
-    emails, sms, letters = outbox_items(outbox)
-    assert len(emails) >= 1
-    assert b"Subject:" in emails[0].read_bytes()
-    # SMS went through the carriers' sandboxes (a plain SMS and a chat link), not the outbox
-    assert sms == []
-    taken = re.search(r"Link Mobility took (\d+), Twilio took (\d+)", out)
-    assert taken, out
-    assert int(taken.group(1)) + int(taken.group(2)) == 2
-    # Letters went to the print provider's SFTP sandbox in a batch, the notice for the Digipost user digitally
-    assert letters == []
-    assert re.search(r"print provider \(SFTP sandbox\): 1 batch\(es\), 2 letter\(s\)", out), out
-    batch = next((state / "sandbox-print-provider" / "sftp").iterdir())
-    pdfs = sorted(batch.glob("*.pdf"))
-    assert len(pdfs) == 2
-    assert all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
-    assert "digital mailbox (Digipost sandbox): digital" in out
-    assert (state / "orchestrator.sqlite3").is_file()
-    _assert_redis_gone(state, result.stderr)
+# The demo with windows always open, and the whole returned-mail and bounce loop it shows: tests/test_demo.py.
 
 
 def test_demo_without_always_open_sends_or_schedules(tmp_path: Path, work: Path) -> None:

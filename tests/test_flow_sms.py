@@ -24,7 +24,7 @@ from orchestrator.sandbox import linkmobility, twilio
 from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.settings import Settings
 from tests.conftest import bearer, drain, start_worker_process, stop_process, wait_until
-from tests.factories import contact_payload, open_clock
+from tests.factories import contact_payload, open_clock, with_
 
 
 @pytest.fixture
@@ -229,7 +229,9 @@ async def test_an_sms_with_no_delivery_report_is_flagged_for_reconciliation_once
 
     state, url = link  # no delivery-report gate: the gateway will never tell us what happened
     configured = _with_link(settings, state, url)
-    r = await client.post("/v1/contacts", json=_sms_payload(7), headers=bearer(api_key))
+    # Reachable by SMS only, so that no other channel takes over (fallback chains, tested elsewhere).
+    sms_only = with_(_sms_payload(7), "debtor.addresses", [])
+    r = await client.post("/v1/contacts", json=sms_only, headers=bearer(api_key))
     contact_id = (await r.json())["id"]
     clock = open_clock()
     await drain(configured, clock=clock)

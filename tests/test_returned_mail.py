@@ -5,6 +5,7 @@ task. Real worker, real registry server, letters and SMS to the outbox."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,11 +93,13 @@ async def _contact(client: Any, api_key: str, contact_id: str) -> dict[str, Any]
     return body
 
 
-async def _send(client: Any, api_key: str, settings: Settings, payload: dict[str, Any]) -> tuple[str, str]:
+async def _send(
+    client: Any, api_key: str, settings: Settings, payload: dict[str, Any], clock: Any = None
+) -> tuple[str, str]:
     r = await client.post("/v1/contacts", json=payload, headers=bearer(api_key))
     assert r.status == 202, await r.text()
     contact_id = (await r.json())["id"]
-    await drain(settings, clock=open_clock())
+    await drain(settings, clock=clock or open_clock())
     contact = await _contact(client, api_key, contact_id)
     attempt = contact["attempts"][-1]
     assert (contact["status"], attempt["channel"]) == ("sent", "letter"), contact
@@ -110,6 +113,7 @@ async def _return(
     contact_id: str,
     attempt_id: str,
     new_address: dict[str, Any] | None = None,
+    clock: Any = None,
 ) -> None:
     row = ReturnRow(
         line=1,
@@ -119,7 +123,7 @@ async def _return(
         new_address=new_address,
     )
     await record_events(sessions, redis, settings.queue_name, event_rows(CARRIER, [return_event(row)], {}))
-    await drain(settings, clock=open_clock())
+    await drain(settings, clock=clock or open_clock())
 
 
 def _pdfs(settings: Settings) -> list[Path]:
@@ -272,7 +276,6 @@ async def test_unknown_residence_sends_an_address_request_by_sms(
     ]
     [sms] = [line for line in lines if line["contact_id"] == request.id]
     assert sms["to"] == "+4791000004"
-    assert "/s/" not in sms["text"]  # an address request carries no link
     assert fnr not in sms["text"]
     assert len(_pdfs(settings)) == 1
     timeline = await _timeline(client, api_key, "D-4")
@@ -281,6 +284,20 @@ async def test_unknown_residence_sends_an_address_request_by_sms(
     )
     assert any(e["type"] == "address_request" for e in timeline)
     assert await _tasks(sessions, "D-4") == []
+
+    # The SMS links to an address form; the debtor's answer sends the returned letter again, there.
+    link = re.search(r"https?://\S+(/s/[A-Za-z0-9_-]+)", sms["text"])
+    assert link, sms["text"]
+    answer = await client.post(
+        link.group(1), data={"line1": "Nygata 4", "postal_code": "0159", "city": "Oslo"}
+    )
+    assert answer.status == 200
+    await drain(settings, clock=open_clock())
+    contact = await _contact(client, api_key, contact_id)
+    assert [a["address"] for a in contact["attempts"]] == ["Storgata 4\n0155 OSLO", "Nygata 4\n0159 OSLO"]
+    assert len(_pdfs(settings)) == 2
+    resent = [e for e in await _timeline(client, api_key, "D-4") if e["type"] == "address_updated_resent"]
+    assert [(e["source"], e["detail"]["source"]) for e in resent] == [("self_service", "debtor")]
 
 
 async def test_a_posten_new_address_is_used_and_a_second_run_of_the_job_does_nothing(
@@ -313,3 +330,51 @@ async def test_a_posten_new_address_is_used_and_a_second_run_of_the_job_does_not
     assert await _timeline(client, api_key, "D-5") == timeline
     assert len((await _contact(client, api_key, contact_id))["attempts"]) == 2
     assert len(_pdfs(unconfigured)) == 2
+
+
+async def test_an_address_from_posten_s_update_file_is_stored_and_used_when_another_letter_returns(
+    client: Any,
+    api_key: str,
+    sessions: Any,
+    redis: Any,
+    registry: tuple[RegistriesSandbox, Settings],
+) -> None:
+    _, settings = registry
+    unconfigured = settings.model_copy(update={"folkeregisteret_package": None})
+    fnr = national_id("010190", "120")
+    clock = open_clock()  # one clock for the whole story: the Posten address must be newer than the letter
+    forwarded_id, forwarded = await _send(client, api_key, unconfigured, _person(6, fnr), clock)
+    second = _person(6, fnr)
+    second["idempotency_key"] = "eksempel-as/inv-6/second-letter"
+    returned_id, returned = await _send(client, api_key, unconfigured, second, clock)
+    new_address = {"lines": ["Nygata 6"], "postal_code": "0159", "city": "OSLO", "country": "NO"}
+
+    # Posten's EA file: the first letter was forwarded to a new address (it did not come back).
+    row = ReturnRow(
+        line=1,
+        reference=f"{forwarded_id}.{forwarded}",
+        reason="forwarded_new_address",
+        returned_at=datetime.now(UTC),
+        new_address=new_address,
+    )
+    await record_events(sessions, redis, settings.queue_name, event_rows(CARRIER, [return_event(row)], {}))
+    await drain(unconfigured, clock=clock)
+
+    assert (await _contact(client, api_key, forwarded_id))["status"] == "sent"
+    async with sessions() as session:
+        debtor = await session.get(Debtor, "D-6")
+    assert debtor is not None
+    [stored] = debtor.registry_addresses
+    assert (stored["lines"], stored["source"]) == (["Nygata 6"], "posten")
+    timeline = await _timeline(client, api_key, "D-6")
+    assert [e["detail"]["source"] for e in timeline if e["type"] == "address_stored"] == ["posten"]
+
+    # The second letter comes back without an address of its own: the Posten file's address is used.
+    await _return(sessions, redis, unconfigured, returned_id, returned, clock=clock)
+
+    contact = await _contact(client, api_key, returned_id)
+    assert [a["address"] for a in contact["attempts"]] == ["Storgata 6\n0155 OSLO", "Nygata 6\n0159 OSLO"]
+    timeline = await _timeline(client, api_key, "D-6")
+    steps = [(e["detail"]["step"], e["detail"]["reason"]) for e in timeline if e["type"] == "returned_mail"]
+    assert ("address_file", "address_found") in steps
+    assert len(_pdfs(unconfigured)) == 3

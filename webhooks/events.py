@@ -19,13 +19,17 @@ from orchestrator.settings import Settings
 
 # Forward-only order of what a carrier can tell us (API.md status model); terminal failures rank above "sent".
 EventStatus = Literal["accepted", "sent", "delivered", "read", "failed", "bounced", "returned", "expired"]
+# Not about a message we sent: a debtor's reply (an SMS to our number), with the sender's number and the text
+# in ``detail`` (``orchestrator.opt_outs`` applies it).
+InboundStatus = Literal["inbound"]
+INBOUND: InboundStatus = "inbound"
 
 
 @dataclass(frozen=True)
 class CarrierEvent:
     carrier: str
     event_id: str  # unique per carrier: the key that makes a replay a no-op
-    status: EventStatus
+    status: EventStatus | InboundStatus
     at: datetime  # when the carrier says it happened (aware)
     attempt_id: str | None = None  # our id, when the carrier echoes it (refId, VERP, callback URL, ...)
     provider_message_id: str | None = None  # the carrier's id, to find the attempt otherwise
@@ -37,7 +41,7 @@ class CarrierEvent:
     )
     detail: dict[str, Any] = field(
         default_factory=dict
-    )  # the carrier's own codes and texts, no message bodies
+    )  # the carrier's own codes and texts, no message bodies (an inbound reply: its sender and text)
 
 
 TEXT_LIMIT = 1000  # carrier texts kept in an event's detail are cut to this many characters

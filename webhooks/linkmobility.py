@@ -33,6 +33,19 @@ and 1012 → ``accepted``; 1002 → ``expired`` (``expired``); 1010 (expired, no
 code (0-105, 1004, 1009, 2xxx, 3xxx, 4xxx) → ``failed`` (``linkmobility_<code>``). An unknown 1xxx code,
 unreadable JSON, no ``resultCode``, or neither ``refId`` nor ``id``: ``MalformedPayload`` (answered 200 so
 that Common stops retrying; the body is kept).
+
+MO messages (a debtor's reply to our number or short number) come to the same gate URL with the same
+credentials, as JSON without a ``resultCode`` (LINK Mobility, *SMS REST API, MO*)::
+
+    {"id": "<Common's id of the MO>", "source": "+4791234567", "sourceTON": "MSISDN",
+     "destination": "2270", "destinationTON": "SHORTNUMBER", "userData": "STOPP", "dcs": "TEXT",
+     "operator": "no.telenor", "timestamp": "2026-11-23T09:12:00Z", "refId": "...", "customParameters": {}}
+
+and become one ``CarrierEvent`` with status ``inbound``, ``event_id`` ``"mo:<id>"`` (``"mo:ref:<refId>"``
+without an ``id``), ``at`` the ``timestamp`` (else the time of receipt) and ``detail`` ``{"from", "to",
+"text", "operator"}``: the sender's number and the text are what the event is about
+(``orchestrator.opt_outs``). An MO without ``source``, or without both ``id`` and ``refId``:
+``MalformedPayload``.
 """
 
 from __future__ import annotations
@@ -48,11 +61,13 @@ from urllib.parse import unquote, urlsplit
 
 from orchestrator.settings import Settings
 from webhooks.events import (
+    INBOUND,
     BadCredentials,
     CarrierEvent,
     EventStatus,
     MalformedPayload,
     MissingCredentials,
+    clip,
 )
 
 __all__ = ["RESULT_CODES", "LinkMobilityWebhook", "path_secret", "result_status"]
@@ -208,6 +223,8 @@ class LinkMobilityWebhook:
             raise MalformedPayload("Link Mobility delivery report is not JSON") from exc
         if not isinstance(data, dict):
             raise MalformedPayload("Link Mobility delivery report is not a JSON object")
+        if "resultCode" not in data and "userData" in data:
+            return [self._mo(data)]
         message_id = _text(data, "id")
         ref_id = _text(data, "refId")
         if message_id is None and ref_id is None:
@@ -260,3 +277,29 @@ class LinkMobilityWebhook:
                 detail={k: v for k, v in detail.items() if v is not None},
             )
         ]
+
+    def _mo(self, data: Mapping[str, Any]) -> CarrierEvent:
+        """A message a debtor sent to us (mobile originated)."""
+        message_id = _text(data, "id")
+        ref_id = _text(data, "refId")
+        sender = _text(data, "source")
+        if sender is None:
+            raise MalformedPayload("Link Mobility MO message without source")
+        if message_id is None and ref_id is None:
+            raise MalformedPayload("Link Mobility MO message without id and refId")
+        user_data = data.get("userData")
+        detail: dict[str, Any] = {
+            "from": clip(sender),
+            "to": clip(_text(data, "destination")),
+            "text": clip(user_data if isinstance(user_data, str) else ""),
+            "operator": _text(data, "operator"),
+        }
+        raw_timestamp = data.get("timestamp")
+        return CarrierEvent(
+            carrier=self.name,
+            event_id=f"mo:{message_id}" if message_id is not None else f"mo:ref:{ref_id}",
+            status=INBOUND,
+            at=_timestamp(raw_timestamp) or self._clock(),
+            provider_message_id=message_id,
+            detail={k: v for k, v in detail.items() if v is not None},
+        )

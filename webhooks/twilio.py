@@ -29,7 +29,16 @@ Status mapping: ``queued``/``accepted``/``scheduled``/``sending`` → ``accepted
 ``failed`` (``canceled``). Another status, no ``MessageSid`` or no ``MessageStatus``: ``MalformedPayload``
 (answered 200, since Twilio retries on anything else; the body is kept).
 
+Incoming messages (a debtor's reply): the number's "A message comes in" webhook is
+``POST /webhooks/twilio/inbound``, signed the same way, with ``MessageSid``, ``AccountSid``, ``From``,
+``To``, ``Body``, ``NumSegments``, ``NumMedia`` (and ``SmsSid``, ``SmsMessageSid``, ``FromCountry``, ...). A
+callback to that path, or any callback with ``Body`` and ``From`` but no ``MessageStatus``, is one
+``CarrierEvent`` with status ``inbound``, ``event_id`` ``"<MessageSid>:inbound"`` and ``detail`` ``{"from",
+"to", "text", "segments"}``: the sender's number and the text are what the event is about
+(``orchestrator.opt_outs``). No ``MessageSid`` or no ``From``: ``MalformedPayload``.
+
 Sources: https://www.twilio.com/docs/messaging/guides/track-outbound-message-status,
+https://www.twilio.com/docs/messaging/guides/webhook-request,
 https://www.twilio.com/docs/usage/webhooks/webhooks-security, https://www.twilio.com/docs/api/errors.
 """
 
@@ -45,16 +54,26 @@ from multidict import MultiDict
 from channels.sms.twilio import ATTEMPT_PARAM, status_callback_for, verify_twilio_signature
 from orchestrator.settings import Settings
 from webhooks.events import (
+    INBOUND,
     BadCredentials,
     CarrierEvent,
     EventStatus,
     MalformedPayload,
     MissingCredentials,
+    clip,
 )
 
-__all__ = ["FAILURE_REASONS", "SIGNATURE_HEADER", "STATUSES", "TwilioWebhook", "signed_url_candidates"]
+__all__ = [
+    "FAILURE_REASONS",
+    "INBOUND_PATH",
+    "SIGNATURE_HEADER",
+    "STATUSES",
+    "TwilioWebhook",
+    "signed_url_candidates",
+]
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+INBOUND_PATH = "/webhooks/twilio/inbound"  # the number's "A message comes in" webhook
 
 # MessageStatus -> our event status.
 STATUSES: dict[str, EventStatus] = {
@@ -174,6 +193,8 @@ class TwilioWebhook:
 
     def parse(self, *, url: str, headers: Mapping[str, str], body: bytes) -> list[CarrierEvent]:
         params = _form(body, strict=True)
+        if _is_incoming(url, params):
+            return [self._incoming(params)]
         sid = (params.get("MessageSid") or "").strip()
         message_status = (params.get("MessageStatus") or "").strip().lower()
         if not sid:
@@ -220,3 +241,35 @@ class TwilioWebhook:
                 detail=detail,
             )
         ]
+
+    def _incoming(self, params: MultiDict[str]) -> CarrierEvent:
+        """A message a debtor sent to our number."""
+        sid = (params.get("MessageSid") or params.get("SmsMessageSid") or "").strip()
+        sender = (params.get("From") or "").strip()
+        if not sid:
+            raise MalformedPayload("Twilio incoming message without MessageSid")
+        if not sender:
+            raise MalformedPayload("Twilio incoming message without From")
+        detail: dict[str, Any] = {
+            "from": clip(sender),
+            "to": clip((params.get("To") or "").strip()),
+            "text": clip(params.get("Body") or ""),
+        }
+        segments = (params.get("NumSegments") or "").strip()
+        if segments.isascii() and segments.isdigit():
+            detail["segments"] = int(segments)
+        return CarrierEvent(
+            carrier=self.name,
+            event_id=f"{sid}:{INBOUND}",
+            status=INBOUND,
+            at=self._clock(),
+            provider_message_id=sid,
+            detail=detail,
+        )
+
+
+def _is_incoming(url: str, params: MultiDict[str]) -> bool:
+    """An incoming message, not a status callback: posted to the inbound path, or shaped like one."""
+    if urlsplit(url).path.rstrip("/").endswith(INBOUND_PATH):
+        return True
+    return "MessageStatus" not in params and "Body" in params and "From" in params

@@ -24,24 +24,33 @@
    with backoff, or after the earliest ``retry_after_s`` a gateway gave), else the last
    ``ChannelConfigurationError``. Errors keep their reason; their message names the gateway.
 
+``SmsChannel.query_status`` (reconciliation) asks the gateway that took the attempt (the attempt's
+``provider``); when no gateway answered the send (``provider`` is the channel's ``"a+b"``), every gateway that
+has a status API, and only a single answer counts. A gateway without one (Link Mobility) cannot say: None.
+
 Nothing here logs phone numbers or message text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from channels.base import (
+    CarrierStatus,
     ChannelConfigurationError,
     ChannelError,
     ChannelLimits,
     Outgoing,
     PermanentChannelError,
     Receipt,
+    SentAttempt,
+    StatusQuery,
     TransientChannelError,
     UncertainDeliveryError,
 )
@@ -234,6 +243,23 @@ class SmsChannel:
                 provider=receipt.provider, provider_message_id=receipt.provider_message_id, detail=detail
             )
         raise _all_failed(transient, configuration)
+
+    async def query_status(self, attempt: SentAttempt) -> CarrierStatus | None:
+        named = [name for name in (attempt.provider or "").split("+") if name in self._gateways]
+        askable = [
+            gateway
+            for name in named or self._gateways
+            if isinstance(gateway := self._gateways[name], StatusQuery)
+        ]
+        if not askable:
+            return None
+        with contextlib.suppress(ValueError):
+            # The number as the gateway was given it, so that a lookup by number finds the message.
+            attempt = replace(attempt, address=normalize_phone(attempt.address, self._region))
+        answers = [await gateway.query_status(attempt) for gateway in askable]
+        known = [answer for answer in answers if answer is not None]
+        # Two gateways claiming one attempt cannot both be right: an operator decides.
+        return known[0] if len(known) == 1 else None
 
     async def close(self) -> None:
         results = await asyncio.gather(

@@ -11,6 +11,12 @@ Errors are translated at this boundary (see ``channels.base``) from Twilio's doc
 ``{"code", "message", "more_info", "status"}``. Twilio's ``message`` often echoes the phone number, so it is
 never copied into our errors or logs: only the HTTP status, the numeric code and ``more_info`` are.
 
+Status API (``query_status``, for reconciliation): ``GET …/Messages/{MessageSid}.json`` reads a message back.
+An attempt whose send was never answered has no MessageSid; then ``GET …/Messages.json?To=<number>`` lists the
+newest messages to that number, and the one with our text, created no earlier than our attempt, is it (none,
+or more than one: Twilio cannot say which). The resource's ``status`` and ``error_code`` are read by the same
+code that reads status callbacks (``webhooks.twilio``), so both agree on what e.g. ``undelivered``/30005 is.
+
 ``twilio_signature`` computes ``X-Twilio-Signature`` (HMAC-SHA1 of the full URL followed by every POST
 parameter name and value, sorted by name, base64), for the webhook and the sandbox.
 
@@ -29,6 +35,8 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -36,10 +44,12 @@ import aiohttp
 from pydantic import SecretStr
 
 from channels.base import (
+    CarrierStatus,
     ChannelConfigurationError,
     ChannelError,
     PermanentChannelError,
     Receipt,
+    SentAttempt,
     TransientChannelError,
     UncertainDeliveryError,
 )
@@ -73,6 +83,10 @@ _PERMANENT_REASONS: dict[int, str] = {
     21614: "not_a_mobile",  # 'To' number is not a valid mobile number
     21610: "recipient_opted_out",  # Attempt to send to unsubscribed recipient (the debtor sent STOP)
 }
+# Our clock and Twilio's may differ this much when a message is looked up by the time it was created.
+_CLOCK_SKEW = timedelta(minutes=5)
+# How many of the newest messages to one number are searched for an attempt Twilio never confirmed.
+_LOOKUP_PAGE_SIZE = 50
 # Our account, not the message, is wrong: every later message would fail the same way until an operator acts.
 _CONFIGURATION_REASONS: dict[int, str] = {
     21408: "gateway_region_not_enabled",  # Messaging Geo Permissions do not include the destination country
@@ -294,8 +308,113 @@ class TwilioGateway:
             detail={"status": message_status if isinstance(message_status, str) else None},
         )
 
+    # ------------------------------------------------------------------------------------------ status API
+
+    async def query_status(self, attempt: SentAttempt) -> CarrierStatus | None:
+        """What Twilio says became of ``attempt``; None when Twilio does not know the message."""
+        if attempt.provider_message_id:
+            sid = quote(attempt.provider_message_id, safe="")
+            resource = await self._read(f"{self._messages_url.removesuffix('.json')}/{sid}.json", {})
+        else:
+            resource = await self._find(attempt)
+        return None if resource is None else self._status_of(attempt, resource)
+
+    async def _find(self, attempt: SentAttempt) -> dict[str, Any] | None:
+        """The message Twilio took for an attempt whose send was never answered (see the module doc)."""
+        if not attempt.text:
+            return None
+        page = await self._read(
+            self._messages_url, {"To": attempt.address, "PageSize": str(_LOOKUP_PAGE_SIZE)}
+        )
+        messages = page.get("messages") if page is not None else None
+        if not isinstance(messages, list):
+            return None
+        earliest = attempt.created_at - _CLOCK_SKEW
+        found = [
+            m
+            for m in messages
+            if isinstance(m, dict)
+            and m.get("body") == attempt.text
+            and (created := _rfc2822(m.get("date_created"))) is not None
+            and created >= earliest
+        ]
+        if len(found) > 1:
+            # Never guess which of two identical messages was ours: an operator decides.
+            log.warning("twilio: %d messages match attempt %s", len(found), attempt.attempt_id)
+        return found[0] if len(found) == 1 else None
+
+    async def _read(self, url: str, params: dict[str, str]) -> dict[str, Any] | None:
+        """GET a resource as JSON; None on 404. A read sends nothing, so every failure is safe to retry."""
+        session = self._client()
+        try:
+            async with session.get(url, params=params, allow_redirects=False) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ChannelConfigurationError(
+                "gateway_tls_failed", f"TLS certificate of {self._base_url} refused: {exc}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientChannelError("gateway_unavailable", f"Twilio status API: {exc!r}") from exc
+        if status == 404:
+            return None
+        if not 200 <= status < 300:
+            error = _translate_error(status, body, retry_after)
+            if isinstance(error, UncertainDeliveryError):  # only a send can be uncertain
+                raise TransientChannelError(error.reason, str(error)) from error
+            raise error
+        try:
+            data: Any = json.loads(body)
+        except ValueError as exc:
+            raise TransientChannelError("gateway_bad_answer", "Twilio answered without JSON") from exc
+        if not isinstance(data, dict):
+            raise TransientChannelError("gateway_bad_answer", "Twilio answered with a non-object")
+        return data
+
+    def _status_of(self, attempt: SentAttempt, resource: dict[str, Any]) -> CarrierStatus | None:
+        # Imported here: the webhook module builds on this one (signatures, callback URLs).
+        from webhooks.events import MalformedPayload
+        from webhooks.twilio import TwilioWebhook
+
+        sid, message_status = resource.get("sid"), resource.get("status")
+        if not isinstance(sid, str) or not isinstance(message_status, str):
+            return None
+        # The resource carries what a status callback carries: read it as one.
+        form = {"MessageSid": sid, "MessageStatus": message_status}
+        code = resource.get("error_code")
+        if isinstance(code, int | str) and not isinstance(code, bool) and str(code).strip():
+            form["ErrorCode"] = str(code).strip()
+        at = _rfc2822(resource.get("date_updated")) or datetime.now(UTC)
+        try:
+            [event] = TwilioWebhook(clock=lambda: at).parse(url="", headers={}, body=urlencode(form).encode())
+        except MalformedPayload:
+            log.info("twilio: attempt %s has a status we do not know", attempt.attempt_id)
+            return None
+        if event.status == "inbound":  # never for a status resource: only an incoming message is one
+            return None
+        return CarrierStatus(
+            provider=self.name,
+            status=event.status,
+            at=event.at,
+            reason=event.reason,
+            provider_message_id=sid,
+            detail=event.detail,
+        )
+
     async def close(self) -> None:
         """Close the HTTP session. The gateway stays usable: the next ``submit`` opens a new one."""
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+def _rfc2822(value: Any) -> datetime | None:
+    """A Twilio resource time (``"Wed, 18 Aug 2021 20:01:01 +0000"``), aware; None when it is not one."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

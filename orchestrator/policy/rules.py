@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from datetime import time
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -79,6 +80,66 @@ class ContactWindows(BaseModel):
         return self.days.get(WEEKDAYS[weekday])
 
 
+class PressureCap(BaseModel):
+    """R6: no unreasonable pressure. Contacts per debtor across every channel, case and upstream system;
+    statutory notices count towards it but are never held back by it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_per_day: int = Field(1, ge=1)
+    max_per_7_days: int = Field(3, ge=1)
+    # "defer": send when the cap allows again (the next opening after); "suppress": do not send at all.
+    when_reached: Literal["defer", "suppress"] = "defer"
+    # A contact that the cap would defer further than this is suppressed instead.
+    max_defer_days: int = Field(14, ge=1)
+    # Not pressure, so neither counted nor held back: what the debtor asked for, and address requests.
+    exempt_kinds: tuple[str, ...] = (
+        "address_request",
+        "dispute_acknowledgement",
+        "payment_confirmation",
+        "payment_plan_confirmation",
+    )
+
+
+class FeeRules(BaseModel):
+    """R10: a reminder or varsel fee only when sent at least ``min_days_after_due`` after the due date, and
+    at most ``max_fee_reminders`` fee-bearing reminders per claim."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_days_after_due: int = Field(14, ge=14)
+    max_fee_reminders: int = Field(2, ge=0)
+    fee_kinds: tuple[str, ...] = ("reminder_fee", "varsel_fee")
+
+
+class Ranking(BaseModel):
+    """How lawful, reachable channels are ranked: expected cost per response. A channel's observed response
+    rate (payments, plans, disputes after a contact, for comparable debtors) is used once it rests on
+    ``min_observations``; before that the prior is used, and with equal priors cost alone decides."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_observations: int = Field(200, ge=1)
+    prior_response_rate: float = Field(0.1, gt=0, le=1)
+    # What counts as a response, and how long after the send: outcomes, never opens.
+    response_events: tuple[str, ...] = (
+        "payment_received",
+        "paid_in_full",
+        "payment_plan_agreed",
+        "dispute_raised",
+    )
+    response_window_days: int = Field(14, ge=1)
+    history_days: int = Field(180, ge=1)
+    # The debtor's own stated preference wins over cost unless it costs more than this many times as much.
+    preference_max_cost_ratio: float = Field(50.0, ge=1)
+
+
+class Fallback(BaseModel):
+    """When the chosen channel fails, bounces, returns or stays silent, the next eligible channel is tried
+    (inside the windows and the cap); a statutory notice only on channels lawful for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = True
+    max_channels: int = Field(4, ge=1, description="Channels tried per contact, the first included.")
+
+
 class RuleSet(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     version: str = Field(min_length=1)
@@ -90,6 +151,16 @@ class RuleSet(BaseModel):
         description="R3: a statutory notice in a digital mailbox that is still unread is printed then.",
     )
     channel_costs_nok: dict[str, float] = Field(default_factory=dict)
+    electronic_evidence_max_age_days: int = Field(
+        365,
+        ge=1,
+        description="R3: evidence that an electronic address is reliable (the debtor wrote from it, read a "
+        "notice there) counts for a statutory notice only if observed within this many days of sending.",
+    )
+    pressure_cap: PressureCap = Field(default_factory=lambda: PressureCap())
+    fees: FeeRules = Field(default_factory=lambda: FeeRules())
+    ranking: Ranking = Field(default_factory=lambda: Ranking())
+    fallback: Fallback = Field(default_factory=lambda: Fallback())
 
 
 def load_rules(path: Path | None = None) -> RuleSet:

@@ -18,7 +18,9 @@ and the v8 schema (``api_v8.xsd``, namespace ``http://api.digipost.no/schema/v8`
     ``<print-if-unread>`` is kept with its deadline. A message id the sender used before is refused with
     ``409 DUPLICATE_MESSAGE`` (a reused document uuid with ``409 DUPLICATE_DOCUMENT_ID``), as Digipost does.
 ``GET /documents/{sender id}/{document uuid}/status``
-    ``<document-status uuid sender-id status created delivered channel is-primary-document .../>``.
+    ``<document-status uuid sender-id status created delivered read channel is-primary-document .../>``;
+    ``read`` is ``Y`` once :meth:`DigipostSandbox.mark_read` was called for the message, else ``N``. The
+    sandbox never pushes document events: this route is the only way to learn what became of a letter.
 
 Every request must be signed as Digipost requires: ``X-Digipost-UserId`` (a broker registered with
 :meth:`DigipostSandbox.add_sender` and its public key), ``Date`` within ``max_clock_skew_s``,
@@ -125,6 +127,7 @@ class SandboxMessage:
     xml: bytes = field(repr=False)
     document: bytes = field(repr=False)
     delivered_at: datetime
+    read_at: datetime | None = None  # when the recipient opened it (mark_read)
 
     @property
     def pdf(self) -> bytes:
@@ -171,6 +174,13 @@ class DigipostSandbox:
 
     def message(self, message_id: str) -> SandboxMessage | None:
         return next((m for m in self.messages if m.message_id == message_id), None)
+
+    def mark_read(self, message_id: str) -> None:
+        """The recipient opened the letter in Digipost (the document status says ``read="Y"``)."""
+        found = self.message(message_id)
+        if found is None:
+            raise KeyError(message_id)
+        found.read_at = datetime.now(UTC)
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless the sandbox shuts down first (then False)."""
@@ -641,6 +651,7 @@ async def _status(request: web.Request) -> web.StreamResponse:
         ("status", "DELIVERED"),
         ("created", delivered),
         ("delivered", delivered),
+        ("read", "Y" if found.read_at is not None else "N"),
         ("channel", "DIGIPOST" if found.delivery == "digital" else "PRINT"),
         ("is-primary-document", "true"),
         ("content-hash", base64.b64encode(hashlib.sha256(found.document).digest()).decode("ascii")),

@@ -24,6 +24,11 @@ What happens to a message is chosen per destination (``state.outcomes``) or glob
 ``drop``            accepted and recorded, then the connection is closed without an answer; report ``1001``
 ==================  =====================================================================================
 
+A debtor's reply: ``await state.reply("+4791234567", "STOPP")`` posts an MO message as Common forwards it
+(JSON ``{"id", "source", "sourceTON", "destination", "destinationTON", "userData", "dcs", "operator",
+"timestamp", ...}``) to the gate ``state.mo_gate`` (default: the first gate) with that gate's basic auth,
+once; each post is kept in ``state.mo_posts``. The same ``message_id`` again is Common retrying the same MO.
+
 Every accepted message is kept in ``state.messages`` with a ``time.monotonic()`` timestamp (for rate-limit
 measurements); every request that was not accepted in ``state.rejected``; every delivery-report POST in
 ``state.reports``. ``orchestrator demo`` and the tests drive it through :func:`serve` on 127.0.0.1, port 0.
@@ -55,6 +60,7 @@ __all__ = [
     "DeliveryGate",
     "DeliveryReportAttempt",
     "LinkMobilitySandbox",
+    "MoPost",
     "Outcome",
     "OutcomeKind",
     "SandboxMessage",
@@ -145,6 +151,17 @@ class DeliveryReportAttempt:
 
 
 @dataclass
+class MoPost:
+    """An MO message (a debtor's reply) the sandbox posted to a gate."""
+
+    gate_id: str
+    url: str
+    body: dict[str, Any]
+    status: int | None  # the receiver's HTTP status; None when the POST itself failed
+    error: str | None = None
+
+
+@dataclass
 class LinkMobilitySandbox:
     """The sandbox's configuration and everything it saw. Change outcomes at any time, even while serving."""
 
@@ -159,10 +176,13 @@ class LinkMobilitySandbox:
     report_max_attempts: int = 3
     report_retry_delay_s: float = 0.5
     operator: str = "no.telenor"
+    short_number: str = "2270"  # where debtors' replies go (MO destination)
+    mo_gate: str | None = None  # the gate MO messages are posted to; None: the first gate
 
     messages: list[SandboxMessage] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (HTTP status, description)
     reports: list[DeliveryReportAttempt] = field(default_factory=list)
+    mo_posts: list[MoPost] = field(default_factory=list)
 
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _acknowledged: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -198,6 +218,47 @@ class LinkMobilitySandbox:
                 self._acknowledged.clear()
                 await self._acknowledged.wait()
         return self.delivered_reports()
+
+    async def reply(
+        self, source: str, text: str, *, destination: str | None = None, message_id: str | None = None
+    ) -> MoPost:
+        """A debtor at ``source`` texts ``text`` to ``destination`` (default ``short_number``): the MO message
+        Common forwards, posted once to the MO gate with its credentials."""
+        gate_id = self.mo_gate or next(iter(self.gates), None)
+        if gate_id is None or gate_id not in self.gates:
+            raise RuntimeError("add a gate (add_gate) for MO messages first")
+        gate = self.gates[gate_id]
+        destination = destination or self.short_number
+        body: dict[str, Any] = {
+            "id": message_id or _message_id(),
+            "source": source,
+            "sourceTON": "MSISDN",
+            "destination": destination,
+            "destinationTON": "MSISDN" if destination.startswith("+") else "SHORTNUMBER",
+            "userData": text,
+            "dcs": "TEXT",
+            "operator": self.operator,
+            "timestamp": _rfc3339(datetime.now(UTC)),
+            "platformId": self.platform_id,
+            "platformPartnerId": self.platform_partner_id,
+            "customParameters": {},
+        }
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if gate.username is not None:
+            headers["Authorization"] = basic_auth(gate.username, gate.password or "")
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        post = MoPost(gate_id, gate.url, body, None)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+                client.post(gate.url, data=data, headers=headers) as response,
+            ):
+                await response.read()
+                post.status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            post.error = repr(exc)
+        self.mo_posts.append(post)
+        return post
 
     # ------------------------------------------------------------------------------------------- internals
 

@@ -16,9 +16,11 @@ write (nothing is published: a transient error for the client, a ``.incoming-*``
 ``"disconnect_on_rename"`` publishes the batch and drops the connection before answering the rename (the
 client cannot know: an uncertain delivery).
 
-Returned mail (the loop itself is issue 4): ``process_returns()`` decides once per delivered letter whether it
-"comes back" — a deterministic share ``return_share`` of the references, chosen by hash with ``seed`` — and
-calls ``on_return`` (sync or async) with a :class:`ReturnedLetter` for each one that does.
+Returned mail: ``process_returns()`` decides once per delivered letter whether it "comes back" — a
+deterministic share ``return_share`` of the references, chosen by hash with ``seed``, or any letter
+that ``return_if`` (a predicate on the :class:`DeliveredLetter`, e.g. "to a street nobody lives in") picks
+— and calls ``on_return`` (sync or async) with a :class:`ReturnedLetter` for each one that does. Call it
+periodically, as Posten's returns trickle in.
 
 Run it with ``async with serve_print_sandbox(tmp_path) as sandbox:`` or ``await sandbox.start()`` /
 ``await sandbox.stop()``.
@@ -55,6 +57,7 @@ __all__ = [
     "DeliveredBatch",
     "DeliveredLetter",
     "PrintProviderSandbox",
+    "ReturnPredicate",
     "ReturnedLetter",
     "read_batch",
     "read_batches",
@@ -187,6 +190,7 @@ class ReturnedLetter:
 
 
 ReturnHook = Callable[[ReturnedLetter], Awaitable[None] | None]
+ReturnPredicate = Callable[[DeliveredLetter], bool]
 Fault = Literal["none", "disconnect_on_upload", "disconnect_on_rename"]
 
 
@@ -251,6 +255,7 @@ class PrintProviderSandbox:
         return_reason: str = "returned_unknown_addressee",
         seed: int = 0,
         on_return: ReturnHook | None = None,
+        return_if: ReturnPredicate | None = None,
         fault: Fault = "none",
     ) -> None:
         if not 0.0 <= return_share <= 1.0:
@@ -268,6 +273,7 @@ class PrintProviderSandbox:
         self.return_reason = return_reason
         self.seed = seed
         self.on_return = on_return
+        self.return_if = return_if
         self.fault: Fault = fault
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._requested_port = port
@@ -338,8 +344,10 @@ class PrintProviderSandbox:
         """Every batch delivered so far, oldest first."""
         return read_batches(self.drop_dir)
 
-    def _comes_back(self, reference: str) -> bool:
-        digest = hashlib.sha256(f"{self.seed}:{reference}".encode()).digest()
+    def _comes_back(self, letter: DeliveredLetter) -> bool:
+        if self.return_if is not None and self.return_if(letter):
+            return True
+        digest = hashlib.sha256(f"{self.seed}:{letter.reference}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < self.return_share
 
     async def process_returns(self) -> list[ReturnedLetter]:
@@ -350,7 +358,7 @@ class PrintProviderSandbox:
                 if letter.reference in self._judged:
                     continue
                 self._judged.add(letter.reference)
-                if not self._comes_back(letter.reference):
+                if not self._comes_back(letter):
                     continue
                 returned = ReturnedLetter(
                     reference=letter.reference,

@@ -9,6 +9,8 @@
   ``state.messages`` and answered ``201`` with the Message resource (``sid`` "SM" + 32 hex digits,
   ``status`` "queued", ``num_segments``, ``uri``, …).
 - ``GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``: the message and its current status.
+- ``GET /2010-04-01/Accounts/{AccountSid}/Messages.json``: the messages, newest first, optionally only those
+  ``To`` / ``From`` a number, in pages of ``PageSize`` (default 50) with Twilio's paging fields.
 - Status callbacks: each accepted message with a ``StatusCallback`` is followed by form-encoded ``POST``\\s to
   that URL (``MessageSid``, ``SmsSid``, ``AccountSid``, ``From``, ``To``, ``ApiVersion``, ``MessageStatus``,
   ``SmsStatus`` and, on failure, ``ErrorCode``), signed with ``X-Twilio-Signature`` over the exact URL.
@@ -28,6 +30,15 @@ Outcomes are set per destination (``state.outcomes["+4791234567"] = "unknown_han
 ``slow``                      accepted, answered after ``state.slow_s`` seconds, then delivered
 ``drop``                      accepted, connection closed without an answer, then delivered
 ============================  ===============================================================================
+
+``state.drop_callbacks`` loses every status callback on the way (the message still moves through its
+outcome, so the status API is the only way to learn it); ``state.status_api_status`` (e.g. 503) makes both
+``GET`` routes answer that HTTP status with Twilio's error body.
+
+A debtor's reply: ``await state.reply("+4791234567", "STOPP")`` posts an incoming-message webhook
+(``MessageSid``, ``From``, ``To``, ``Body``, ``NumSegments``, ``SmsStatus`` "received", ...) to
+``state.inbound_url`` (the number's "A message comes in" URL), signed like a status callback; each post is
+kept in ``state.replies``. The same ``sid`` again is Twilio retrying the same message.
 
 Run it with ``async with serve(state) as base_url:`` (as the Link Mobility sandbox; ``base_url`` is the value
 for ``ORCH_TWILIO_URL``), ``serve_sandbox`` (yields a ``RunningTwilioSandbox``) or ``start_sandbox`` and
@@ -151,8 +162,12 @@ class TwilioSandbox:
     slow_s: float = 5.0
     retry_after_s: int = 1
     callback_delay_s: float = 0.1  # before the first status callback, so that it follows the answer
+    drop_callbacks: bool = False  # status callbacks never arrive (the status API still knows)
+    status_api_status: int | None = None  # the status API answers this HTTP status instead
     messages: list[SandboxMessage] = field(default_factory=list)
     callbacks: list[StatusCallbackRecord] = field(default_factory=list)
+    inbound_url: str | None = None  # the number's "A message comes in" webhook: where debtors' replies go
+    replies: list[StatusCallbackRecord] = field(default_factory=list)  # incoming messages posted there
     _changed: asyncio.Condition | None = field(default=None, init=False, repr=False, compare=False)
 
     def outcome_for(self, to: str) -> Outcome:
@@ -179,6 +194,53 @@ class TwilioSandbox:
             self._changed = asyncio.Condition()
         return self._changed
 
+    async def reply(
+        self, from_: str, body: str, *, to: str | None = None, sid: str | None = None
+    ) -> StatusCallbackRecord:
+        """A debtor at ``from_`` texts ``body`` to our number (``to``; default: the number that last texted
+        them): Twilio's signed incoming-message webhook, posted once to ``inbound_url``."""
+        if self.inbound_url is None:
+            raise RuntimeError("set inbound_url (the number's incoming-message webhook) first")
+        if to is None:
+            sent = [m for m in self.messages if m.to == from_ and m.from_]
+            to = sent[-1].from_ if sent else "+15005550006"
+        sid = sid or "SM" + secrets.token_hex(16)
+        params = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "Body": body,
+            "From": from_,
+            "FromCountry": _country(from_),
+            "MessageSid": sid,
+            "NumMedia": "0",
+            "NumSegments": str(num_segments(body)),
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+            "SmsStatus": "received",
+            "To": to,
+            "ToCountry": _country(to),
+        }
+        url = self.inbound_url
+        signature = twilio_signature(self.auth_token, url, params)
+        record = StatusCallbackRecord(url=url, params=params, signature=signature, sent_at=time.monotonic())
+        timeout = aiohttp.ClientTimeout(total=_CALLBACK_TIMEOUT_S)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as client,
+                client.post(
+                    url,
+                    data=params,
+                    headers={"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"},
+                    allow_redirects=False,
+                ) as response,
+            ):
+                await response.read()
+                record.status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            record.error = repr(exc)
+        self.replies.append(record)
+        return record
+
 
 # ----------------------------------------------------------------------------------------------- the app
 
@@ -194,6 +256,7 @@ def create_app(state: TwilioSandbox) -> web.Application:
     app.cleanup_ctx.append(_callback_client)
     app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", _create_message)
     app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json", _fetch_message)
+    app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", _list_messages)
     return app
 
 
@@ -249,6 +312,14 @@ def _destination_error(to: str) -> tuple[int, str] | None:
     if phonenumbers.number_type(number) not in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE):
         return 21614, f"'To' number {to} is not a valid mobile number"
     return None
+
+
+def _country(number: str) -> str:
+    """The ISO country of an E.164 number (``NO``), as Twilio's ``FromCountry``; empty when unknown."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(number, None)) or ""
+    except NumberParseException:
+        return ""
 
 
 def _valid_callback_url(url: str) -> bool:
@@ -359,14 +430,62 @@ async def _create_message(request: web.Request) -> web.StreamResponse:
     return web.json_response(_resource(message), status=201)
 
 
-async def _fetch_message(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+def _refuse_read(request: web.Request, state: TwilioSandbox) -> web.Response | None:
+    """The answer to a status API request that is not served: not authorized, or a forced failure."""
     if not _authorized(request, state):
         return _error(401, 20003, "Authenticate", headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+    if state.status_api_status is not None:
+        return _error(state.status_api_status, 20500, "Internal Server Error")
+    if request.match_info["account_sid"] != state.account_sid:
+        return _not_found(request)
+    return None
+
+
+async def _fetch_message(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    refused = _refuse_read(request, state)
+    if refused is not None:
+        return refused
     message = state.message(request.match_info["sid"])
-    if request.match_info["account_sid"] != state.account_sid or message is None:
+    if message is None:
         return _not_found(request)
     return web.json_response(_resource(message))
+
+
+async def _list_messages(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    refused = _refuse_read(request, state)
+    if refused is not None:
+        return refused
+    query = request.query
+    try:
+        page = int(query.get("Page", "0"))
+        size = int(query.get("PageSize", "50"))
+    except ValueError:
+        return _error(400, 20001, "Invalid paging parameters")
+    if page < 0 or not 1 <= size <= 1000:
+        return _error(400, 20001, "Invalid paging parameters")
+    found = [
+        m
+        for m in reversed(state.messages)
+        if query.get("To") in (None, m.to) and query.get("From") in (None, m.from_)
+    ]
+    chunk = found[page * size : (page + 1) * size]
+    path = f"/{API_VERSION}/Accounts/{state.account_sid}/Messages.json"
+    following = (page + 1) * size < len(found)
+    return web.json_response(
+        {
+            "messages": [_resource(m) for m in chunk],
+            "page": page,
+            "page_size": size,
+            "start": page * size,
+            "end": page * size + max(len(chunk) - 1, 0),
+            "uri": request.path_qs,
+            "first_page_uri": f"{path}?PageSize={size}&Page=0",
+            "previous_page_uri": f"{path}?PageSize={size}&Page={page - 1}" if page else None,
+            "next_page_uri": f"{path}?PageSize={size}&Page={page + 1}" if following else None,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------- status callbacks
@@ -390,7 +509,7 @@ async def _deliver(app: web.Application, message: SandboxMessage) -> None:
         last = index == len(statuses) - 1
         if last and error_code is not None:
             message.error_code = error_code
-        if message.status_callback is None:
+        if message.status_callback is None or state.drop_callbacks:
             continue
         params = {
             "AccountSid": message.account_sid,
