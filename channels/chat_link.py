@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from channels.base import Channel, ChannelLimits, Outgoing, Receipt
+from channels.base import CarrierStatus, Channel, ChannelLimits, Outgoing, Receipt, SentAttempt, StatusQuery
 
 
 class ChatLinkChannel:
@@ -29,6 +29,12 @@ class ChatLinkChannel:
 
     async def send(self, message: Outgoing) -> Receipt:
         return await self._carrier.send(replace(message, channel=self._carrier.name))
+
+    async def query_status(self, attempt: SentAttempt) -> CarrierStatus | None:
+        """Reconciliation asks the SMS carrier that took it; a carrier that cannot be asked knows nothing."""
+        if isinstance(self._carrier, StatusQuery):
+            return await self._carrier.query_status(attempt)
+        return None
 
     async def close(self) -> None:
         """The carrier belongs to its own channel, which closes it."""

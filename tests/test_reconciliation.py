@@ -26,7 +26,7 @@ from orchestrator.sandbox.demo import ALWAYS_OPEN_RULES
 from orchestrator.settings import Settings
 from orchestrator.worker import shutdown, startup
 from tests.conftest import bearer, drain, wait_until
-from tests.factories import contact_payload, national_id
+from tests.factories import contact_payload, national_id, with_
 
 SMS_REPORT_S = 172800.0  # the default delivery_report_timeout_s["sms"]
 DIGIPOST_SENDER_ID = "123456"
@@ -133,6 +133,31 @@ async def _carrier_events(sessions: Any) -> int:
 
 
 # -------------------------------------------------------------------------------------------- SMS: Twilio
+
+
+async def test_a_chat_link_whose_callback_never_arrives_is_settled_through_its_sms_carrier(
+    client: Any,
+    settings: Settings,
+    api_key: str,
+    redis: Any,
+    twilio_sandbox: tuple[twilio.TwilioSandbox, str],
+) -> None:
+    state, url = twilio_sandbox
+    configured = _open(settings, **_twilio(state, url))
+    contact_id = await _post(client, api_key, with_(_sms_payload(9), "channel", "chat_link"))
+    await drain(configured)
+    [message] = state.messages
+    await _settled(state)
+    assert (await _contact(client, api_key, contact_id))["channel"] == "chat_link"
+
+    clock = _pinned(SMS_REPORT_S + 60)
+    first = await _sweep(configured, redis, clock)
+    assert (first["status_queries"], first["reconciled"], first["needs_reconciliation"]) == (1, 1, 0)
+    await _apply(configured, clock)
+
+    contact = await _contact(client, api_key, contact_id)
+    assert contact["status"] == "delivered"
+    assert contact["attempts"][0]["provider_message_id"] == message.sid
 
 
 async def test_an_sms_whose_callback_never_arrives_is_settled_by_twilios_status_api(
