@@ -262,7 +262,7 @@ async def test_sweeper_enqueues_a_contact_a_crash_left_without_a_job(
     assert len(smtp_server.messages) == 1
     assert smtp_server.messages[0][1]["X-Orchestrator-Contact"] == result.id
     worker = build_worker(settings, "redis://unused")
-    assert [job.name for job in worker.cron_jobs] == ["cron:sweep"]
+    assert [job.name for job in worker.cron_jobs] == ["cron:sweep", "cron:refresh_response_rates"]
 
 
 async def test_a_second_run_on_a_sending_contact_never_sends_and_the_sweeper_flags_stuck_ones(
