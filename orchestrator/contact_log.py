@@ -372,13 +372,15 @@ async def response_counts(
     debtor_type: str,
     kind: str,
     since: datetime,
+    now: datetime,
     window_days: int,
     responses: Sequence[str],
     sample: int = 5000,
 ) -> dict[str, tuple[int, int]]:
     """Per channel, for comparable contacts (same debtor type and kind, sent since ``since``, the newest
     ``sample``): how many were followed within ``window_days`` by a response on their case (a payment, a
-    plan, a dispute), and how many there were. What the ranking learns from (outcomes, not opens)."""
+    plan, a dispute), and how many there were. What the ranking learns from (outcomes, not opens). Only
+    contacts whose window has closed by ``now`` count: a young one has not had its chance to be answered."""
     sent = (
         await session.execute(
             select(Contact.channel, Contact.send_at, Contact.case_id)
@@ -388,6 +390,7 @@ async def response_counts(
                 Contact.kind == kind,
                 Contact.status.in_(("sent", "delivered", "read")),
                 Contact.send_at >= since,
+                Contact.send_at <= now - timedelta(days=window_days),
             )
             .order_by(Contact.send_at.desc())
             .limit(sample)

@@ -149,6 +149,7 @@ async def refresh_response_rates(ctx: dict[str, Any]) -> int:
                     debtor_type=debtor_type,
                     kind=kind,
                     since=now - timedelta(days=ranking.history_days),
+                    now=now,
                     window_days=ranking.response_window_days,
                     responses=ranking.response_events,
                 )

@@ -285,23 +285,23 @@ async def test_observed_response_rates_steer_the_channel_once_enough_history_exi
     ctx: dict[str, Any] = {"settings": settings, "redis": redis, "clock": clock}
     await startup(ctx)
     try:
-        # History: 20 reminders by e-mail, one paid; 20 by SMS, half paid within the window.
-        for n in range(100, 140):
-            channel = "email" if n < 120 else "sms"
+        # History, three weeks back (each window of 14 days has closed): 40 reminders by e-mail, one paid;
+        # 40 by SMS, 30 paid within the window.
+        clock.at = (MONDAY_TEN - timedelta(days=20)).astimezone(UTC)
+        for n in range(100, 180):
+            channel = "email" if n < 140 else "sms"
             contact_id = await _enqueue(client, api_key, contact_payload(n, channel=channel))
             assert await process_contact(ctx, contact_id) == "sent"
-            if n in (100, *range(120, 130)):
-                paid = {
-                    "type": "payment_received",
-                    "amount": "100.00",
-                    "at": (clock.at + timedelta(days=2)).isoformat(),
-                }
+            if n == 100 or 140 <= n < 170:
+                at = (clock.at + timedelta(days=2)).isoformat()
+                paid = {"type": "payment_received", "amount": "100.00", "at": at}
                 r = await client.post(f"/v1/cases/C-{n}/events", json=paid, headers=bearer(api_key))
                 assert r.status == 201
-        # The cron job computes the rates (for every worker, through Redis). A minute later, a new debtor:
-        # e-mail is cheaper per message (0.05 vs 0.45 kr), SMS per payment (1.00 vs 0.90 kr).
+        # Today the cron job computes the rates (for every worker, through Redis), shrunk towards the 10 %
+        # prior: e-mail (1 + 2) / 60 = 5 %, SMS (30 + 2) / 60 = 53 %. A new debtor: e-mail is cheaper per
+        # message (0.05 vs 0.45 kr), SMS per payment (0.84 vs 1.00 kr).
+        clock.at = MONDAY_TEN.astimezone(UTC)
         assert await refresh_response_rates(ctx) >= 1
-        clock.at += timedelta(minutes=1)
         fresh = await _enqueue(client, api_key, contact_payload(200))
         assert await process_contact(ctx, fresh) == "sent"
     finally:

@@ -307,10 +307,14 @@ def next_allowed_by_cap(recent: Sequence[datetime], start: datetime, rules: Rule
 
 
 def _rate(request: DecisionInput, name: str, ranking: Ranking) -> float:
+    """The prior until ``min_observations`` back a channel; then the observed rate shrunk towards the prior
+    (a Beta prior worth ``min_observations`` contacts), so that "no response yet" on a young channel never
+    reads as "never answers"."""
     responses, contacts = request.response_rates.get(name, (0, 0))
-    if contacts >= ranking.min_observations:
-        return max(responses / contacts, 1e-6)
-    return ranking.prior_response_rate
+    prior, weight = ranking.prior_response_rate, ranking.min_observations
+    if contacts < weight:
+        return prior
+    return (responses + prior * weight) / (contacts + weight)
 
 
 def _held(reason: str, rules: RuleSet, now: datetime) -> Decision:

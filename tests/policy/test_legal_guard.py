@@ -1022,13 +1022,15 @@ ROWS = [
     ),
     # ============================================================ ranking and preferences
     pytest.param(
-        Row(rates={"sms": (50, 200), "email": (2, 200)}),
+        # Shrunk towards the 10 % prior with the weight of 200 contacts: e-mail (0 + 20) / 5200, SMS
+        # (2000 + 20) / 5200.
+        Row(rates={"sms": (2000, 5000), "email": (0, 5000)}),
         send(
             "sms",
             "2026-11-25T10:00:00+01:00",
             LOWEST,
             rejected={
-                "email": "ranked_lower:cost_per_response_nok=5.00",
+                "email": "ranked_lower:cost_per_response_nok=13.00",
                 "chat_link": "ranked_lower:cost_per_response_nok=4.60",
                 "letter": "ranked_lower:cost_per_response_nok=145.00",
             },
