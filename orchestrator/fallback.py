@@ -11,6 +11,7 @@ the windows and the pressure cap apply. The caller enqueues the contact after it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,10 +43,13 @@ async def try_next_channel(
     contact, debtor, case = row
     if contact.status not in from_statuses:
         return False
-    tried = await store.add_tried_channel(session, contact_id, failed_channel, now=now)
-    contact.tried_channels = tried
+    # Asked first with the failed channel left out; remembered only when another channel takes over, so
+    # that a later re-send on the same channel (a letter to a newly found address) stays possible.
+    tried = [*(contact.tried_channels or []), failed_channel]
     history = await history_for(state, session, contact, debtor, now)
-    inputs = decision_input(contact, debtor, case, history, state.rules)
+    inputs = replace(
+        decision_input(contact, debtor, case, history, state.rules), tried_channels=frozenset(tried)
+    )
     decision = decide(
         inputs, channels=state.channel_options, templates=state.templates, rules=state.rules, now=now
     )
@@ -70,6 +74,7 @@ async def try_next_channel(
         session, contact_id, status="queued", reason=why, expected=from_statuses, now=now, send_at=None
     ):
         return False
+    tried = await store.add_tried_channel(session, contact_id, failed_channel, now=now)
     await store.log_contact_event(
         session,
         contact,

@@ -17,7 +17,9 @@ provenance, and the SAME contact is sent again: ``returned`` → ``queued`` with
 the one deliberate step back in the status model (a new delivery of the same contact). The policy then picks
 the new address because the returned one is unusable. A contact whose letter has come back twice is never
 sent a third time. No new address → an ``address_request`` by SMS or e-mail when the debtor has a usable one,
-otherwise an operator task ``no_address_found``. Every step writes a timeline entry with its reason.
+otherwise an operator task ``no_address_found``; either way the same message goes on through the next lawful
+channel if there is one (fallback chains, :mod:`orchestrator.fallback`). Every step writes a timeline entry
+with its reason.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pydantic import ValidationError
 from orchestrator import contact_log as store
 from orchestrator import intake, queue
 from orchestrator.db import write_session
+from orchestrator.fallback import try_next_channel
 from orchestrator.identifiers import is_mobile
 from orchestrator.jobs import WorkerState
 from orchestrator.logs import get_logger
@@ -361,6 +364,7 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
             )
         task: tuple[str, str, dict[str, Any]] | None = None
         resend = False
+        fell_back = False
         if lookup.stop_reason is not None:
             outcome = "held"
             await store.set_case_status(session, case.id, status="held", reason=lookup.stop_reason, now=now)
@@ -406,20 +410,33 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
                 },
                 at=now,
             )
-        elif request_id is not None:
-            outcome = "address_request"
-            await store.log_contact_event(
-                session,
-                contact,
-                type="address_request",
-                status=None,
-                attempt_id=attempt_id,
-                detail={"reason": "no_new_address", "address_request_contact_id": request_id},
-                at=now,
-            )
         else:
-            outcome = "no_address_found"
-            task = ("no_address_found", request_problem or "no_new_address_no_electronic_channel", {})
+            # No better postal address: the same message goes on through the next lawful channel (fallback
+            # chains; a statutory notice only by digital mailbox or e-mail with evidence, R3), and the
+            # address request asks for the postal address for next time.
+            fell_back = await try_next_channel(
+                state,
+                session,
+                contact.id,
+                failed_channel="letter",
+                reason="returned_no_new_address",
+                from_statuses=("returned",),
+                now=now,
+            )
+            if request_id is not None:
+                outcome = "address_request"
+                await store.log_contact_event(
+                    session,
+                    contact,
+                    type="address_request",
+                    status=None,
+                    attempt_id=attempt_id,
+                    detail={"reason": "no_new_address", "address_request_contact_id": request_id},
+                    at=now,
+                )
+            else:
+                outcome = "no_address_found"
+                task = ("no_address_found", request_problem or "no_new_address_no_electronic_channel", {})
         if task is not None:
             kind, reason, extra = task
             task_id = await store.insert_operator_task(
@@ -445,7 +462,7 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
                 at=now,
             )
         await store.set_returned_letter_outcome(session, attempt_id, outcome)
-    if resend:
+    if resend or fell_back:
         await queue.enqueue_contact(state.redis, settings.queue_name, contact.id)
     log.info("returned letter handled", attempt_id=attempt_id, outcome=outcome)
     return outcome

@@ -304,7 +304,8 @@ def test_the_demo_sends_the_sample_through_every_sandbox(demo: Demo) -> None:
         "DEMO-D-7": ("sent", "digital_mailbox"),
         "DEMO-D-8": ("sent", "letter"),  # sent again, to the address Brreg gave
         "DEMO-D-9": ("returned", "letter"),  # its case is held (R8): see below
-        "DEMO-D-10": ("returned", "letter"),
+        # No new address: the varsel goes on through the digital mailbox, lawful for it (fallback chains, R3).
+        "DEMO-D-10": ("sent", "digital_mailbox"),
         "DEMO-D-11": ("returned", "letter"),
         "DEMO-D-12": ("bounced", "email"),
     }
@@ -388,6 +389,8 @@ async def test_unknown_residence_brings_an_address_request_sms_through_the_gatew
     assert any("returned mail: folkeregisteret looked_up: unknown_residence" in line for line in lines), lines
     assert any(f"address request sent as a new contact ({request.id})" in line for line in lines), lines
     assert any("sent: sms to +4790000010" in line for line in lines), lines
+    # The varsel itself went on through the next lawful channel, never by SMS (R3).
+    assert [a.channel for a in log["attempts"][letter.id]] == ["letter", "digital_mailbox"]
 
 
 async def test_a_graded_address_is_an_operator_task_and_never_stored(demo: Demo) -> None:

@@ -260,7 +260,9 @@ async def test_unknown_residence_sends_an_address_request_by_sms(
     state.add_person(
         fnr, person_document(fnr, bostedsadresse=[address_entry("ukjentBosted", ukjent_bosted())])
     )
-    contact_id, first = await _send(client, api_key, settings, _person(4, fnr, phones=["+4791000004"]))
+    # An inkassovarsel: no SMS may carry it (R3), so it waits for a postal address.
+    varsel = {**_person(4, fnr, phones=["+4791000004"]), "kind": "inkassovarsel"}
+    contact_id, first = await _send(client, api_key, settings, varsel)
 
     await _return(sessions, redis, settings, contact_id, first)
 
@@ -378,3 +380,36 @@ async def test_an_address_from_posten_s_update_file_is_stored_and_used_when_anot
     steps = [(e["detail"]["step"], e["detail"]["reason"]) for e in timeline if e["type"] == "returned_mail"]
     assert ("address_file", "address_found") in steps
     assert len(_pdfs(unconfigured)) == 3
+
+
+async def test_a_returned_reminder_goes_on_by_sms_and_asks_for_the_address(
+    client: Any,
+    api_key: str,
+    sessions: Any,
+    redis: Any,
+    registry: tuple[RegistriesSandbox, Settings],
+) -> None:
+    state, settings = registry
+    fnr = national_id("010190", "120")
+    state.add_person(
+        fnr, person_document(fnr, bostedsadresse=[address_entry("ukjentBosted", ukjent_bosted())])
+    )
+    contact_id, first = await _send(client, api_key, settings, _person(7, fnr, phones=["+4791000007"]))
+
+    await _return(sessions, redis, settings, contact_id, first)
+
+    # Fallback chains: the reminder itself reaches the debtor by SMS ...
+    contact = await _contact(client, api_key, contact_id)
+    assert [(a["channel"], a["status"]) for a in contact["attempts"]] == [
+        ("letter", "returned"),
+        ("sms", "sent"),
+    ]
+    assert "fallback:letter" in contact["decision"]["reasons"]
+    timeline = await _timeline(client, api_key, "D-7")
+    [fallback] = [e for e in timeline if e["type"] == "fallback"]
+    assert fallback["detail"]["reason"] == "returned_no_new_address"
+    # ... and the address request asks for the postal address for next time.
+    async with sessions() as session:
+        [request] = await store.list_contacts(session, debtor_id="D-7", kind="address_request")
+    assert (request.status, request.channel) == ("sent", "sms")
+    assert len(_pdfs(settings)) == 1
