@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, func, select, update
@@ -335,7 +335,7 @@ async def reach_times(
     )
     if exclude_kinds:
         query = query.where(Contact.kind.not_in(exclude_kinds))
-    return [_utc(t) for t in (await session.execute(query)).scalars()]
+    return list((await session.execute(query)).scalars())
 
 
 async def fee_contacts_sent(session: AsyncSession, case_id: str, *, exclude_contact_id: str) -> int:
@@ -407,13 +407,13 @@ async def response_counts(
             )
         )
         for case_id, at in found.all():
-            events.setdefault(case_id, []).append(_utc(at))
+            events.setdefault(case_id, []).append(at)
     window = timedelta(days=window_days)
     out: dict[str, tuple[int, int]] = {}
     for channel, send_at, case_id in sent:
         if channel is None or send_at is None:
             continue
-        start = _utc(send_at)
+        start = send_at
         hit = any(start <= at <= start + window for at in events.get(case_id, ()))
         responded, total = out.get(channel, (0, 0))
         out[channel] = (responded + int(hit), total + 1)
@@ -425,15 +425,6 @@ async def lock_debtor(session: AsyncSession, debtor_id: str) -> None:
     serial already), so two workers cannot both take the last place under the pressure cap."""
     if session.get_bind().dialect.name != "sqlite":
         await session.execute(select(Debtor.id).where(Debtor.id == debtor_id).with_for_update())
-
-
-async def case_status(session: AsyncSession, case_id: str) -> tuple[str, str | None]:
-    row = (await session.execute(select(Case.status, Case.status_reason).where(Case.id == case_id))).one()
-    return str(row[0]), row[1]
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def set_contact_status(

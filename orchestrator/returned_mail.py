@@ -25,7 +25,7 @@ with its reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import aiohttp
@@ -225,15 +225,11 @@ async def _look_up(ctx: dict[str, Any], settings: Settings, debtor: Debtor, resu
         result.steps.append(_Step("folkeregisteret", "looked_up", "no_address"))
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive UTC datetimes; found_at strings are aware ISO timestamps.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _found_after(stored: dict[str, Any], moment: datetime) -> bool:
     try:
-        return _aware(datetime.fromisoformat(str(stored.get("found_at")))) > moment
-    except ValueError:
+        # Stored by us as an aware ISO timestamp; anything else is not trusted to be newer.
+        return datetime.fromisoformat(str(stored.get("found_at"))) > moment
+    except (ValueError, TypeError):
         return False
 
 
@@ -284,7 +280,7 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
         contact, debtor, case = row
         detail = await store.returned_event_detail(session, attempt_id)
         returned_letters = await store.count_returned_attempts(session, contact.id, "letter")
-        attempt_sent_at = _aware(attempt.created_at)
+        attempt_sent_at = attempt.created_at
 
     lookup = _Lookup()
     registry = "brreg" if debtor.type == "organisation" else "folkeregisteret"

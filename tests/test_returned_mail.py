@@ -126,6 +126,15 @@ async def _return(
     await drain(settings, clock=clock or open_clock())
 
 
+def _of_unknown_residence(state: RegistriesSandbox) -> str:
+    """A person Folkeregisteret knows with ``ukjentBosted``: no address to be found."""
+    fnr = national_id("010190", "120")
+    state.add_person(
+        fnr, person_document(fnr, bostedsadresse=[address_entry("ukjentBosted", ukjent_bosted())])
+    )
+    return fnr
+
+
 def _pdfs(settings: Settings) -> list[Path]:
     return sorted((settings.resolved_outbox_dir / "letter").glob("*.pdf"))
 
@@ -256,10 +265,7 @@ async def test_unknown_residence_sends_an_address_request_by_sms(
     registry: tuple[RegistriesSandbox, Settings],
 ) -> None:
     state, settings = registry
-    fnr = national_id("010190", "120")
-    state.add_person(
-        fnr, person_document(fnr, bostedsadresse=[address_entry("ukjentBosted", ukjent_bosted())])
-    )
+    fnr = _of_unknown_residence(state)
     # An inkassovarsel: no SMS may carry it (R3), so it waits for a postal address.
     varsel = {**_person(4, fnr, phones=["+4791000004"]), "kind": "inkassovarsel"}
     contact_id, first = await _send(client, api_key, settings, varsel)
@@ -390,10 +396,7 @@ async def test_a_returned_reminder_goes_on_by_sms_and_asks_for_the_address(
     registry: tuple[RegistriesSandbox, Settings],
 ) -> None:
     state, settings = registry
-    fnr = national_id("010190", "120")
-    state.add_person(
-        fnr, person_document(fnr, bostedsadresse=[address_entry("ukjentBosted", ukjent_bosted())])
-    )
+    fnr = _of_unknown_residence(state)
     contact_id, first = await _send(client, api_key, settings, _person(7, fnr, phones=["+4791000007"]))
 
     await _return(sessions, redis, settings, contact_id, first)
