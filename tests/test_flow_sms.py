@@ -198,10 +198,13 @@ async def test_a_gateway_rate_limit_holds_across_two_worker_processes(
     workers = [start_worker_process(env) for _ in range(2)]
     try:
 
-        async def all_at_the_gateway() -> bool:
-            return len(state.messages) >= 25
+        async def all_at_the_gateway_and_logged() -> bool:
+            # Stop the workers only once each has also recorded what the gateway took.
+            async with sessions() as session:
+                sent = (await store.count_by_status(session)).get("sent", 0)
+            return len(state.messages) >= 25 and sent >= 25
 
-        await wait_until(all_at_the_gateway, 60, "25 messages at the gateway")
+        await wait_until(all_at_the_gateway_and_logged, 60, "25 messages at the gateway, logged as sent")
     finally:
         for proc in workers:
             stop_process(proc)
