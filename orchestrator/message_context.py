@@ -11,14 +11,9 @@ from typing import Any
 
 from orchestrator.models import Case, Contact, Debtor
 from orchestrator.policy.decide import Decision
+from orchestrator.rendering import COST_LABELS, cost_label
 
-COST_LABELS_NB = {
-    "reminder_fee": "Purregebyr",
-    "varsel_fee": "Gebyr for varsel",
-    "invoice_fee": "Fakturagebyr",
-    "interest": "Forsinkelsesrenter",
-    "collection_fee": "Salær",
-}
+COST_LABELS_NB = COST_LABELS["nb"]
 
 
 def _address_lines(debtor: Debtor, decision: Decision) -> list[str]:
@@ -45,7 +40,7 @@ def build_context(
     costs = [
         {
             "kind": cost["kind"],
-            "label": COST_LABELS_NB.get(cost["kind"], cost["kind"].replace("_", " ").capitalize()),
+            "label": cost_label(cost["kind"], contact.language),
             "amount": Decimal(cost["amount"]),
         }
         for cost in details.get("costs", [])

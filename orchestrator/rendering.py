@@ -4,12 +4,19 @@ Templates live at ``templates/messages/<language>/<kind>/<variant>/<file>`` and 
 Jinja environment with ``StrictUndefined``: a template that uses a name the worker does not pass fails loudly
 instead of sending a letter with a hole in it. The files a channel needs are fixed by :data:`CHANNEL_FILES`.
 
+Tone variants (``templates/messages/variants.toml``, :mod:`orchestrator.variants`) do not copy whole messages:
+a kind's ``neutral`` files import a *tone module* (``<language>/_tone/<variant>.txt``) whose macros fill the
+few places where tone differs (a lead sentence, an extra action, a consequence, a sign-off). A variant folder
+with its own file for a channel overrides the neutral file for that channel only. A language that lacks a
+message falls back to the language the catalogue names for it, and the rendered message records that fallback.
+
 The context a template receives is described by :data:`SAMPLE_CONTEXT` (realistic sample data used by the
 tests and the template linter). National id numbers are never part of it (R9).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -22,11 +29,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import jinja2
-from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
+
+from orchestrator.variants import CONTROL_VARIANT, Catalogue, load_catalogue
 
 __all__ = [
     "CHANNEL_FILES",
+    "COST_LABELS",
     "FILTERS",
     "SAMPLE_CONTEXT",
     "RenderError",
@@ -36,12 +46,17 @@ __all__ = [
     "account_no",
     "available_templates",
     "content_sha256",
+    "cost_label",
+    "date_en",
     "date_no",
     "date_short",
     "html_to_text",
     "kid",
     "nok",
+    "nok_en",
     "percent",
+    "percent_en",
+    "sample_context",
     "templates_root",
 ]
 
@@ -189,6 +204,43 @@ def kid(value: str | int) -> str:
     return _digits(value)
 
 
+_MONTHS_EN: Final = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def nok_en(value: Decimal | str | int | float) -> str:
+    """English money format for Norwegian kroner: ``Decimal("1250")`` → ``"NOK 1,250.00"``."""
+    amount = _decimal(value).quantize(_CENT, rounding=ROUND_HALF_UP)
+    sign = "-" if amount < 0 else ""
+    return f"{sign}NOK {abs(amount):,.2f}"
+
+
+def percent_en(value: Decimal | str | int | float) -> str:
+    """English percent format: ``Decimal("12.25")`` → ``"12.25%"``, ``Decimal("8.50")`` → ``"8.5%"``."""
+    text = f"{_decimal(value):f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def date_en(value: date | str) -> str:
+    """Long English date: ``date(2026, 10, 1)`` → ``"1 October 2026"``."""
+    day = _date(value)
+    return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year}"
+
+
 FILTERS: Final[Mapping[str, Callable[..., str]]] = {
     "nok": nok,
     "percent": percent,
@@ -196,6 +248,10 @@ FILTERS: Final[Mapping[str, Callable[..., str]]] = {
     "date_short": date_short,
     "account_no": account_no,
     "kid": kid,
+    # English templates (templates/messages/en/...): the same values, written the English way.
+    "nok_en": nok_en,
+    "percent_en": percent_en,
+    "date_en": date_en,
 }
 
 
@@ -309,16 +365,68 @@ CHANNEL_FILES: Final[Mapping[str, Mapping[str, str]]] = {
     "digital_mailbox": {"subject": "email.subject.txt", "html": "letter.html"},
 }
 _OPTIONAL_FILES: Final[Mapping[str, Mapping[str, str]]] = {"letter": {"text": "letter.txt"}}
+# The channel a tone module is asked to write for: a digital mailbox carries the letter.
+TONE_CHANNEL: Final[Mapping[str, str]] = {"digital_mailbox": "letter"}
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+CATALOGUE_FILE: Final = "variants.toml"
+# What a tone module provides (templates/messages/<language>/_tone/<variant>.txt). The control variant needs
+# none: it gets this one, where every slot is empty. Macros return plain text; HTML templates escape it.
+TONE_MACROS: Final = ("lead", "action", "consequence", "signoff")
+TONE_FLAGS: Final = ("simple",)
+EMPTY_TONE: Final = "{% set simple = false %}" + "".join(
+    f"{{% macro {name}(channel) %}}{{% endmacro %}}" for name in TONE_MACROS
+)
+_EMPTY_TONE_NAME: Final = "_builtin/tone.txt"
+# A tone module is plain text, but an HTML template must get it escaped (a debtor's name inside a macro is
+# data). Jinja decides autoescaping per template name, so an HTML part imports the module under this alias.
+_HTML_ALIAS: Final = "#as.html"
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and name.endswith(".html")
+
+
+class _AliasLoader(jinja2.BaseLoader):
+    """Loads ``<name>#as.html`` as ``<name>``, so the same tone module compiles once plain, once escaped."""
+
+    def __init__(self, inner: jinja2.BaseLoader) -> None:
+        self.inner = inner
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        return self.inner.get_source(environment, template.removesuffix(_HTML_ALIAS))
+_BUILTIN_CATALOGUE: Final = {
+    "version": "builtin",
+    "languages": {},
+    "variants": {
+        "neutral": {
+            "principle": "neutral",
+            "summary": "The plain message, without a tone variant.",
+            "evidence": ["The control every variant is measured against."],
+            "kinds": "all",
+        }
+    },
+}
 
 
 @dataclass(frozen=True)
 class RenderedMessage:
-    template: str  # "nb/inkassovarsel/neutral/email"
+    template: str  # "nb/inkassovarsel/neutral/email": the language actually used
     subject: str | None
     text: str
     html: str | None
     content_sha256: str
+    variant: str = "neutral"
+    language: str = ""  # the language the message is written in
+    fallback_from: str | None = None  # the language asked for, when the message had to fall back
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    language: str
+    names: dict[str, str]  # part → template name
+    tone: str  # the tone module's template name
 
 
 def content_sha256(subject: str | None, text: str, html: str | None) -> str:
@@ -333,79 +441,134 @@ class Renderer:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root if root is not None else templates_root()).resolve()
         self.messages_dir = self.root / "messages"
+        catalogue_path = self.messages_dir / CATALOGUE_FILE
+        self.catalogue: Catalogue = (
+            load_catalogue(catalogue_path)
+            if catalogue_path.is_file()
+            else Catalogue.model_validate(_BUILTIN_CATALOGUE)
+        )
         self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(self.messages_dir),
+            loader=_AliasLoader(
+                jinja2.ChoiceLoader(
+                    [FileSystemLoader(self.messages_dir), jinja2.DictLoader({_EMPTY_TONE_NAME: EMPTY_TONE})]
+                )
+            ),
             undefined=StrictUndefined,
-            autoescape=select_autoescape(["html"]),
+            autoescape=_autoescape,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
         self.env.filters.update(FILTERS)
 
-    def _folder(self, *, language: str, kind: str, variant: str, channel: str) -> tuple[str, Path]:
+    def _not_found(
+        self, message: str, *, language: str, kind: str, variant: str, channel: str
+    ) -> TemplateNotFound:
+        return TemplateNotFound(message, language=language, kind=kind, variant=variant, channel=channel)
+
+    def _resolve(self, *, language: str, kind: str, variant: str, channel: str) -> _Resolved:
+        """Every template a message needs, in ``language`` or else in its fallback language (all parts from
+        one language, never a mix); raises :class:`TemplateNotFound` naming what is missing."""
+        where = f"language={language!r} kind={kind!r} variant={variant!r} channel={channel!r}"
         for label, segment in (("language", language), ("kind", kind), ("variant", variant)):
             if not _SEGMENT.match(segment):
-                raise TemplateNotFound(
-                    f"invalid template {label} {segment!r} (letters, digits, '_' and '-' only) "
-                    f"for language={language!r} kind={kind!r} variant={variant!r} channel={channel!r}",
+                raise self._not_found(
+                    f"invalid template {label} {segment!r} (letters, digits, '_' and '-' only) for {where}",
                     language=language,
                     kind=kind,
                     variant=variant,
                     channel=channel,
                 )
-        return f"{language}/{kind}/{variant}", self.messages_dir / language / kind / variant
-
-    def _files(self, *, language: str, kind: str, variant: str, channel: str) -> tuple[str, dict[str, str]]:
-        """Template names per part; raises :class:`TemplateNotFound` if a required file is missing."""
-        prefix, folder = self._folder(language=language, kind=kind, variant=variant, channel=channel)
         required = CHANNEL_FILES.get(channel)
         if required is None:
-            raise TemplateNotFound(
-                f"unknown channel {channel!r} (known: {', '.join(sorted(CHANNEL_FILES))}) "
-                f"for language={language!r} kind={kind!r} variant={variant!r}",
+            raise self._not_found(
+                f"unknown channel {channel!r} (known: {', '.join(sorted(CHANNEL_FILES))}) for {where}",
                 language=language,
                 kind=kind,
                 variant=variant,
                 channel=channel,
             )
-        missing = [folder / name for name in required.values() if not (folder / name).is_file()]
-        if missing:
-            raise TemplateNotFound(
-                f"no template for language={language!r} kind={kind!r} variant={variant!r} "
-                f"channel={channel!r}: missing {', '.join(str(path) for path in missing)}",
+        spec = self.catalogue.variants.get(variant)
+        if spec is None:
+            raise self._not_found(
+                f"unknown variant {variant!r} (known: {', '.join(sorted(self.catalogue.variants))}) "
+                f"for {where}",
                 language=language,
                 kind=kind,
                 variant=variant,
                 channel=channel,
             )
-        names = {part: f"{prefix}/{name}" for part, name in required.items()}
-        for part, name in _OPTIONAL_FILES.get(channel, {}).items():
-            if (folder / name).is_file():
-                names[part] = f"{prefix}/{name}"
-        return prefix, names
+        if not spec.applies_to(kind):
+            raise self._not_found(
+                f"variant {variant!r} is not written for kind {kind!r} (see {CATALOGUE_FILE}) for {where}",
+                language=language,
+                kind=kind,
+                variant=variant,
+                channel=channel,
+            )
+        first_missing: list[str] = []
+        for lang in self.catalogue.fallback_chain(language):
+            missing: list[str] = []
+            names: dict[str, str] = {}
+            for part, file in [*required.items(), *_OPTIONAL_FILES.get(channel, {}).items()]:
+                own, base = f"{lang}/{kind}/{variant}/{file}", f"{lang}/{kind}/{CONTROL_VARIANT}/{file}"
+                if (self.messages_dir / own).is_file():
+                    names[part] = own
+                elif (self.messages_dir / base).is_file():
+                    names[part] = base
+                elif part in required:
+                    missing.append(str(self.messages_dir / base))
+            tone = f"{lang}/_tone/{variant}.txt"
+            if not (self.messages_dir / tone).is_file():
+                if variant != CONTROL_VARIANT:
+                    missing.append(str(self.messages_dir / tone))
+                tone = _EMPTY_TONE_NAME
+            if not missing:
+                return _Resolved(language=lang, names=names, tone=tone)
+            first_missing = first_missing or missing
+        raise self._not_found(
+            f"no template for {where}: missing {', '.join(first_missing)}",
+            language=language,
+            kind=kind,
+            variant=variant,
+            channel=channel,
+        )
 
     def has_template(self, *, language: str, kind: str, variant: str, channel: str) -> bool:
         try:
-            self._files(language=language, kind=kind, variant=variant, channel=channel)
+            self._resolve(language=language, kind=kind, variant=variant, channel=channel)
         except TemplateNotFound:
             return False
         return True
 
+    def resolved_language(self, *, language: str, kind: str, variant: str, channel: str) -> str:
+        """The language a message would be written in (``language`` unless it falls back)."""
+        return self._resolve(language=language, kind=kind, variant=variant, channel=channel).language
+
     def _render(self, name: str, context: Mapping[str, Any]) -> str:
+        if _autoescape(name):
+            context = {**context, "tone_module": f"{context['tone_module']}{_HTML_ALIAS}"}
         try:
             return self.env.get_template(name).render(context)
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(exc.name or name, exc.message or str(exc), exc.lineno) from exc
         except jinja2.TemplateError as exc:
-            raise RenderError(name, exc.message or str(exc)) from exc
+            raise RenderError(name, exc.message or str(exc), _template_line(exc, name)) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:  # a filter rejected a value
-            raise RenderError(name, f"{type(exc).__name__}: {exc}") from exc
+            raise RenderError(name, f"{type(exc).__name__}: {exc}", _template_line(exc, name)) from exc
 
     def render(
         self, *, language: str, kind: str, variant: str, channel: str, context: Mapping[str, Any]
     ) -> RenderedMessage:
-        prefix, names = self._files(language=language, kind=kind, variant=variant, channel=channel)
+        resolved = self._resolve(language=language, kind=kind, variant=variant, channel=channel)
+        names = resolved.names
+        context = {
+            **context,
+            "language": resolved.language,
+            "variant": variant,
+            "channel": TONE_CHANNEL.get(channel, channel),
+            "tone_module": resolved.tone,
+        }
         # Which parts a channel has is data (CHANNEL_FILES): a subject line, an HTML document, a text. A
         # channel with only a text (SMS, chat link) gets it on one line; a text-less channel gets one from
         # its HTML, so every message has a plain-text form for the log.
@@ -418,12 +581,27 @@ class Renderer:
         else:
             text = self._render(names["text"], context).strip() + "\n"
         return RenderedMessage(
-            template=f"{prefix}/{channel}",
+            template=f"{resolved.language}/{kind}/{variant}/{channel}",
             subject=subject,
             text=text,
             html=html,
             content_sha256=content_sha256(subject, text, html),
+            variant=variant,
+            language=resolved.language,
+            fallback_from=language if resolved.language != language else None,
         )
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    """The line of ``name`` (or of a template it imports) where a render-time error was raised."""
+    tb = exc.__traceback__
+    line: int | None = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".html") or filename.endswith(".txt"):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 # --------------------------------------------------------------------------------------------- sample data
@@ -452,21 +630,79 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "recipient": {"name": "Kari Nordmann", "address_lines": ["Storgata 1", "0155 OSLO"]},
     "contact_reference": "01JB8Z6Q4M2XK7T9RDW3HV5NCE",  # the contact's id (a ULID)
     "self_service_url": "https://betal.example.no/s/7Q4M2X",
-    "variables": {"contact_phone": "22 12 34 56", "contact_email": "kundeservice@nordlys-energi.example"},
+    "variables": {
+        "contact_phone": "22 12 34 56",
+        "contact_email": "kundeservice@nordlys-energi.example",
+        # Optional variables some kinds and variants use when upstream passes them (never required):
+        "handler_name": "Ingrid Hansen",  # a named handler who signs (personalisation)
+        "plan_installments": 6,  # payment_plan_offer / payment_plan_confirmation
+        "plan_monthly_amount": "210.00",
+        "plan_first_due_date": "2026-11-01",
+        "amount_paid": "1250.00",  # payment_confirmation
+        "paid_at": "2026-10-10",
+        "dispute_received_at": "2026-10-05",  # dispute_acknowledgement
+    },
+}
+
+# Labels of the costs a claim itemises, per language (message_context and the self-service page use them).
+COST_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
+    "nb": {
+        "reminder_fee": "Purregebyr",
+        "varsel_fee": "Gebyr for varsel",
+        "invoice_fee": "Fakturagebyr",
+        "interest": "Forsinkelsesrenter",
+        "collection_fee": "Salær",
+    },
+    "nn": {
+        "reminder_fee": "Purregebyr",
+        "varsel_fee": "Gebyr for varsel",
+        "invoice_fee": "Fakturagebyr",
+        "interest": "Forseinkingsrenter",
+        "collection_fee": "Salær",
+    },
+    "en": {
+        "reminder_fee": "Reminder fee",
+        "varsel_fee": "Notice fee",
+        "invoice_fee": "Invoice fee",
+        "interest": "Late-payment interest",
+        "collection_fee": "Collection fee",
+    },
 }
 
 
+def cost_label(kind: str, language: str) -> str:
+    labels = COST_LABELS.get(language) or COST_LABELS["nb"]
+    return labels.get(kind) or COST_LABELS["nb"].get(kind) or kind.replace("_", " ").capitalize()
+
+
+def sample_context(language: str = "nb", kind: str = "inkassovarsel") -> dict[str, Any]:
+    """:data:`SAMPLE_CONTEXT` for one language and kind (cost labels in that language)."""
+    context = copy.deepcopy(SAMPLE_CONTEXT)
+    context["kind"] = kind
+    for cost in context["case"]["costs"]:
+        cost["label"] = cost_label(cost["kind"], language)
+    return context
+
+
 def available_templates(renderer: Renderer) -> frozenset[tuple[str, str, str, str]]:
-    """Every (language, kind, variant, channel) that has all its files: the policy only picks from these."""
+    """Every (language, kind, variant, channel) that renders, in its own language or by the catalogue's
+    fallback: the policy only picks from these."""
     found: set[tuple[str, str, str, str]] = set()
     root = renderer.messages_dir
     if not root.is_dir():
         return frozenset()
-    for variant_dir in root.glob("*/*/*"):
-        if not variant_dir.is_dir():
-            continue
-        language, kind, variant = variant_dir.relative_to(root).parts
-        for channel in CHANNEL_FILES:
-            if renderer.has_template(language=language, kind=kind, variant=variant, channel=channel):
-                found.add((language, kind, variant, channel))
+    language_dirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    languages = language_dirs | set(renderer.catalogue.languages)
+    kinds = {
+        p.name
+        for lang in language_dirs
+        for p in (root / lang).iterdir()
+        if p.is_dir() and not p.name.startswith("_")
+    }
+    for language in sorted(languages):
+        for kind in sorted(kinds):
+            for variant in renderer.catalogue.variants_for(kind):
+                for channel in CHANNEL_FILES:
+                    if renderer.has_template(language=language, kind=kind, variant=variant, channel=channel):
+                        found.add((language, kind, variant, channel))
     return frozenset(found)
