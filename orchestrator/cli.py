@@ -1,4 +1,4 @@
-"""``orchestrator``: run | web | worker | migrate | demo | import FILE | create-api-key."""
+"""``orchestrator``: run | web | worker | migrate | demo | import FILE | lint-templates | ..."""
 
 from __future__ import annotations
 
@@ -206,10 +206,36 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="why a contact went where it went, and what today's rules would decide differently"
     )
     why.add_argument("contact_id")
+    lint = sub.add_parser(
+        "lint-templates", help="render every message template in every language and check the rules"
+    )
+    lint.add_argument("--root", type=Path, help="a templates folder (default: the shipped library)")
+    lint.add_argument("--language", action="append", help="only these languages (repeatable)")
     key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
     key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
     key.add_argument("--name", default=None, help="a label, e.g. the upstream system's name")
     return parser
+
+
+def _lint_templates(settings: Settings, root: Path | None, languages: list[str] | None) -> int:
+    from orchestrator.rendering import Renderer
+    from orchestrator.template_lint import lint_templates
+    from orchestrator.variants import CatalogueError
+
+    try:
+        renderer = Renderer(root)
+    except CatalogueError as exc:
+        print(f"orchestrator lint-templates: {exc}", file=sys.stderr)
+        return 2
+    report = lint_templates(renderer, sms_max_segments=settings.sms_max_segments, languages=languages)
+    for finding in report.findings:
+        print(finding)
+    print(
+        f"{report.rendered} messages rendered: {len(report.errors)} errors, "
+        f"{len(report.fallbacks)} explicit language fallbacks",
+        file=sys.stderr,
+    )
+    return 1 if report.errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         except ExplainError as exc:
             print(f"orchestrator explain: {exc}", file=sys.stderr)
             return 2
+    elif command == "lint-templates":
+        return _lint_templates(settings, args.root, args.language)
     elif command == "create-api-key":
         try:
             scopes = auth.parse_scopes(args.scopes)
