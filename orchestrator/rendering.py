@@ -396,6 +396,8 @@ class _AliasLoader(jinja2.BaseLoader):
         self, environment: jinja2.Environment, template: str
     ) -> tuple[str, str | None, Callable[[], bool] | None]:
         return self.inner.get_source(environment, template.removesuffix(_HTML_ALIAS))
+
+
 _BUILTIN_CATALOGUE: Final = {
     "version": "builtin",
     "languages": {},

@@ -2,5 +2,6 @@
 other on what debtors do — payments, agreed plans, disputes, complaints — never on opens.
 
 ``spec`` (what an experiment is), ``assign`` (which arm a debtor gets, pure), ``stats`` (intervals),
-``report`` (rates per arm, pure), ``store`` (the SQL), ``api`` (the HTTP routes), ``dispatch`` (the worker's use).
+``report`` (rates per arm, pure), ``store`` (the SQL), ``api`` (the HTTP
+routes), ``dispatch`` (the worker's use).
 """
