@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orchestrator import contact_log as store
 from orchestrator.db import write_session
 
-SCOPES = ("contacts:write", "contacts:read", "cases:write", "console")
+SCOPES = ("contacts:write", "contacts:read", "cases:write", "experiments:write", "console")
 PREFIX = "orch_"
 # Revocation takes effect within this many seconds in every web process.
 CACHE_TTL_S = 30.0

@@ -49,6 +49,10 @@ def _insert(session: AsyncSession, table: Any) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
+# For the other stores: an INSERT that knows ON CONFLICT on both backends.
+dialect_insert = _insert
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

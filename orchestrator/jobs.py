@@ -31,6 +31,9 @@ from channels.base import (
 from orchestrator import chat_links, metrics, queue, unsubscribe
 from orchestrator import contact_log as store
 from orchestrator.db import write_session
+from orchestrator.experiments import store as experiment_store
+from orchestrator.experiments.assign import Assignment
+from orchestrator.experiments.dispatch import ExperimentCache, apply_arm, assignment_for
 from orchestrator.identifiers import is_mobile, mask_national_id
 from orchestrator.logs import get_logger
 from orchestrator.message_context import build_context
@@ -73,6 +76,8 @@ class WorkerState:
     before_claim: Callable[[str], Awaitable[None]] | None = None
     # The response rates last read from Redis ("groups") and when ("read_at").
     rates_cache: dict[str, Any] = field(default_factory=dict)
+    # Running experiments and their adaptive statistics, read at most once a minute.
+    experiments: ExperimentCache = field(default_factory=ExperimentCache)
 
     @property
     def channel_options(self) -> dict[str, ChannelOption]:
@@ -349,6 +354,14 @@ def capped(kind: str, rules: RuleSet) -> bool:
     return kind not in STATUTORY_KINDS and kind not in rules.pressure_cap.exempt_kinds
 
 
+def _exposure(assignment: Assignment | None, decision: Decision) -> dict[str, Any] | None:
+    """The arm as recorded on the attempt, with the variant actually sent (the control where the arm's variant
+    is not written for the chosen channel)."""
+    if assignment is None:
+        return None
+    return {**assignment.as_json(), "sent_variant": decision.variant}
+
+
 async def process_contact(ctx: dict[str, Any], contact_id: str) -> str:
     return await _process(ctx, contact_id, redecide=2)
 
@@ -382,9 +395,22 @@ async def _process(ctx: dict[str, Any], contact_id: str, redecide: int) -> str:
     async with state.sessions() as session:
         history = await history_for(state, session, contact, debtor, now)
     inputs = decision_input(contact, debtor, case, history, state.rules)
-    decision = decide(
-        inputs, channels=state.channel_options, templates=state.templates, rules=state.rules, now=now
+    options = state.channel_options
+    assignment = await assignment_for(
+        state.experiments,
+        state.sessions,
+        debtor_id=contact.debtor_id,
+        inputs=inputs,
+        channels=options,
+        templates=state.templates,
+        rules=state.rules,
+        now=now,
     )
+    if assignment is not None:
+        inputs = apply_arm(inputs, assignment, now, state.rules)
+    decision = decide(inputs, channels=options, templates=state.templates, rules=state.rules, now=now)
+    if assignment is not None:
+        decision.reasons.append(f"experiment:{assignment.experiment_id}:{assignment.arm}")
     if decision.outcome != "send":
         return await _finish_without_sending(state, contact, decision, inputs, now)
     assert decision.send_at is not None and decision.channel is not None
@@ -495,10 +521,21 @@ async def _process(ctx: dict[str, Any], contact_id: str, redecide: int) -> str:
                     "detail": None,
                     "encoding": None,
                     "segments": None,
+                    "assignment": _exposure(assignment, decision),
+                    "template_fallback": rendered.fallback_from,
                     "created_at": now,
                     "updated_at": now,
                 },
             )
+            if assignment is not None:
+                await experiment_store.mark_exposed(
+                    session,
+                    experiment_id=assignment.experiment_id,
+                    debtor_id=contact.debtor_id,
+                    contact_id=contact_id,
+                    case_id=contact.case_id,
+                    now=now,
+                )
             await store.log_contact_event(
                 session,
                 contact,

@@ -11,7 +11,18 @@ import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -173,6 +184,10 @@ class Attempt(Base):
     # SMS: GSM-7 or UCS-2, and how many segments the carrier bills
     encoding: Mapped[str | None] = mapped_column(String(10))
     segments: Mapped[int | None]
+    # the experiment arm this message was sent under: {experiment, arm, variant, holdout, mode, reason, ...}
+    assignment: Mapped[dict[str, Any] | None]
+    # the language the contact asked for, when the message had to be sent in its fallback language
+    template_fallback: Mapped[str | None] = mapped_column(String(5))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -263,3 +278,38 @@ class ReturnedLetter(Base):
     contact_id: Mapped[str] = mapped_column(String(26))
     outcome: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
+
+
+class Experiment(Base):
+    """An experiment over tone variants (and channels, send hours): its spec as validated at creation."""
+
+    __tablename__ = "experiments"
+    id: Mapped[str] = mapped_column(String(60), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # running | stopped
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+
+
+class ExperimentAssignment(Base):
+    """Which arm a debtor got in an experiment: assigned once, kept for every later contact. ``exposed_at`` is
+    when the first message under it was handed to a carrier (outcomes are counted from then)."""
+
+    __tablename__ = "experiment_assignments"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"))
+    debtor_id: Mapped[str] = mapped_column(String(200))
+    arm: Mapped[str] = mapped_column(String(60))
+    variant: Mapped[str] = mapped_column(String(60))
+    holdout: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[dict[str, Any]]
+    assigned_at: Mapped[datetime]
+    contact_id: Mapped[str | None] = mapped_column(String(26))
+    case_id: Mapped[str | None] = mapped_column(String(200))
+    exposed_at: Mapped[datetime | None]
+    __table_args__ = (
+        Index("uq_experiment_assignments_experiment_id_debtor_id", "experiment_id", "debtor_id", unique=True),
+        Index("ix_experiment_assignments_experiment_id_exposed_at", "experiment_id", "exposed_at"),
+    )

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from orchestrator import schemas
+from orchestrator.experiments.schemas import ExperimentList, ExperimentOut, ExperimentReport
+from orchestrator.experiments.spec import ExperimentSpec
 
 PROBLEM = "application/problem+json"
 
@@ -180,6 +182,55 @@ OPERATIONS: dict[str, Operation] = {
             400: ("The carrier's authentication is missing", schemas.Problem, PROBLEM),
             401: ("The carrier's authentication is wrong", schemas.Problem, PROBLEM),
             404: ("No such carrier is configured", schemas.Problem, PROBLEM),
+        },
+    ),
+    "create_experiment": Operation(
+        "Start an experiment: tone variants (and, where the legal guard allows, channels or send hours) "
+        "assigned per debtor by hash, with a holdout that always gets the control; fixed shares or adaptive "
+        "(Thompson sampling)",
+        body=ExperimentSpec,
+        tag="experiments",
+        responses={
+            201: ("Started", ExperimentOut, "application/json"),
+            400: ("Malformed JSON", schemas.Problem, PROBLEM),
+            409: ("An experiment with this id exists already", schemas.Problem, PROBLEM),
+            422: ("Invalid experiment; every problem listed with its location", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "list_experiments": Operation(
+        "Experiments, newest first",
+        query=(("status", "string"),),
+        tag="experiments",
+        responses={200: ("The experiments", ExperimentList, "application/json"), **_ERR},
+    ),
+    "get_experiment": Operation(
+        "One experiment",
+        tag="experiments",
+        responses={
+            200: ("The experiment", ExperimentOut, "application/json"),
+            404: ("No such experiment", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "stop_experiment": Operation(
+        "Stop assigning new debtors (those assigned keep their arm; outcomes keep counting)",
+        tag="experiments",
+        responses={
+            200: ("Stopped", ExperimentOut, "application/json"),
+            404: ("No such experiment", schemas.Problem, PROBLEM),
+            **_ERR,
+        },
+    ),
+    "experiment_report": Operation(
+        "Per arm: exposures, each outcome's rate with a 95 % Wilson interval, the difference to the baseline "
+        "with a 95 % Newcombe interval; CSV with ?format=csv or Accept: text/csv",
+        query=(("format", "string"),),
+        tag="experiments",
+        responses={
+            200: ("The report (JSON, or text/csv)", ExperimentReport, "application/json"),
+            404: ("No such experiment", schemas.Problem, PROBLEM),
+            **_ERR,
         },
     ),
     "healthz": Operation(

@@ -174,6 +174,7 @@ class CaseEventRequest(_In):
         "payment_plan_agreed",
         "bankrupt",
         "closed",
+        "complaint_received",
     ]
     at: AwareDatetime
     amount: Money | None = None

@@ -13,6 +13,7 @@ from orchestrator import api, metrics, queue, selfservice, unsubscribe
 from orchestrator.appkeys import ENGINE, KEYS, OPENAPI, REDIS, SESSIONS, SETTINGS
 from orchestrator.auth import KeyCache
 from orchestrator.db import create_engine, session_factory
+from orchestrator.experiments import api as experiments_api
 from orchestrator.logs import get_logger
 from orchestrator.openapi import build_openapi
 from orchestrator.problems import ProblemError, problem
@@ -31,6 +32,11 @@ ROUTE_SCOPES = {
     "list_contacts": "contacts:read",
     "debtor_timeline": "contacts:read",
     "case_event": "cases:write",
+    "create_experiment": "experiments:write",
+    "stop_experiment": "experiments:write",
+    "list_experiments": "contacts:read",
+    "get_experiment": "contacts:read",
+    "experiment_report": "contacts:read",
 }
 
 
@@ -121,6 +127,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(ingress.bounce_receiver)
     app.router.add_routes(api.routes)
+    app.router.add_routes(experiments_api.routes)
     app.router.add_routes(selfservice.routes)
     app.router.add_routes(unsubscribe.routes)
     app.router.add_routes(ingress.routes)

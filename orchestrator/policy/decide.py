@@ -67,6 +67,9 @@ class DecisionInput:
     tried_channels: frozenset[str] = frozenset()  # fallback: channels that failed for this contact
     # Observed outcomes for comparable debtors, per channel: (responses, contacts).
     response_rates: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # The tone variant (an experiment's arm, else the control); where it is not written for the chosen
+    # channel, the control goes.
+    variant: str = DEFAULT_VARIANT
 
     def as_json(self) -> dict[str, Any]:
         """What the decision was made from, stored beside it so ``orchestrator explain`` can replay it."""
@@ -94,6 +97,7 @@ class DecisionInput:
             "fee_reminders_sent": self.fee_reminders_sent,
             "tried_channels": sorted(self.tried_channels),
             "response_rates": {k: list(v) for k, v in self.response_rates.items()},
+            "variant": self.variant,
         }
 
     @classmethod
@@ -123,6 +127,7 @@ class DecisionInput:
             fee_reminders_sent=int(data.get("fee_reminders_sent", 0)),
             tried_channels=frozenset(data.get("tried_channels", ())),
             response_rates={k: (int(v[0]), int(v[1])) for k, v in data.get("response_rates", {}).items()},
+            variant=str(data.get("variant", DEFAULT_VARIANT)),
         )
 
 
@@ -477,6 +482,10 @@ def decide(
     if request.kind in PAYMENT_KINDS:
         deadline = payment_deadline(send_date, rules)
     _score, name, option, address = chosen
+    variant = request.variant
+    if (request.language, request.kind, variant, name) not in templates:
+        reasons.append(f"variant_not_written_for_channel:{variant}")
+        variant = DEFAULT_VARIANT
     return Decision(
         outcome="send",
         reasons=reasons,
@@ -485,8 +494,8 @@ def decide(
         provider=option.provider,
         address=address,
         send_at=send_at,
-        template=f"{request.language}/{request.kind}/{DEFAULT_VARIANT}/{name}",
-        variant=DEFAULT_VARIANT,
+        template=f"{request.language}/{request.kind}/{variant}/{name}",
+        variant=variant,
         deadline=deadline,
         rule_version=rules.version,
         decided_at=now,
