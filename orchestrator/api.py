@@ -7,6 +7,8 @@ import binascii
 import json
 import re
 from datetime import datetime
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from orchestrator import contact_log as store
 from orchestrator.appkeys import REDIS, SESSIONS, SETTINGS
 from orchestrator.db import write_session
 from orchestrator.models import Attempt, Contact, TimelineEvent, utcnow
+from orchestrator.policy.rules import RuleSet, load_rules
 from orchestrator.problems import ProblemError, problem
 from orchestrator.schemas import (
     STATUSES,
@@ -38,6 +41,13 @@ from orchestrator.schemas import (
 )
 
 routes = web.RouteTableDef()
+
+
+@cache
+def _rules(path: Path | None) -> RuleSet:
+    return load_rules(path)
+
+
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -375,6 +385,7 @@ async def case_event(request: web.Request) -> web.Response:
             data=event.model_dump(mode="json", exclude={"type", "at", "source"}),
             source=event.source,
             now=utcnow(),
+            holds=_rules(request.app[SETTINGS].rules_file).holds,
         )
     resumed = applied.resumed
     if resumed:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import contact_log as store
 from orchestrator.models import Case, new_id
+from orchestrator.policy.rules import Holds
 
 HOLDS: Final = {"dispute_raised": "dispute", "bankrupt": "bankruptcy"}
 CLOSES: Final = {"paid_in_full": "paid_in_full", "closed": "case_closed"}
@@ -40,6 +41,7 @@ async def apply(
     data: dict[str, Any],
     source: str,
     now: datetime,
+    holds: Holds | None = None,
 ) -> Applied:
     event_id = new_id()
     await store.insert_case_event(
@@ -54,11 +56,20 @@ async def apply(
         },
     )
     out = Applied(event_id=event_id, case_status=case.status)
+    # The messages about the hold or the closing themselves (a dispute's acknowledgement, a payment's
+    # confirmation) stay where they are: the rule set's [holds] lets them through.
+    holds = holds or Holds()
     if type in HOLDS:
         out.case_status, reason = "held", HOLDS[type]
         await store.set_case_status(session, case.id, status="held", reason=reason, now=now)
         out.affected = await store.move_case_contacts(
-            session, case.id, from_statuses=store.OPEN_STATUSES, to_status="held", reason=reason, now=now
+            session,
+            case.id,
+            from_statuses=store.OPEN_STATUSES,
+            to_status="held",
+            reason=reason,
+            now=now,
+            except_kinds=holds.sendable_while_held,
         )
     elif type == "dispute_resolved" and case.status == "held" and case.status_reason == "dispute":
         out.case_status = "open"
@@ -77,6 +88,7 @@ async def apply(
             to_status="cancelled",
             reason=reason,
             now=now,
+            except_kinds=holds.sendable_when_closed,
         )
     await store.add_timeline(
         session,

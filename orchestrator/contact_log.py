@@ -485,18 +485,22 @@ async def claim_for_sending(
     *,
     now: datetime,
     case_id: str | None = None,
+    case_statuses: Sequence[str] = ("open",),
     cap: CapCheck | None = None,
     **values: Any,
 ) -> bool:
     """queued/scheduled -> sending, counted as one more try. Committed before any carrier is called.
 
     One conditional statement, so the legal guard holds at the moment of the claim: with ``case_id`` the case
-    must still be open (a dispute or bankruptcy that arrived since the decision wins, R4/R8); with ``cap``
+    must still be open, or in ``case_statuses`` (a dispute or bankruptcy that arrived since the decision wins,
+    R4/R8, except for the messages about the hold itself); with ``cap``
     the pressure cap must still allow one more (another worker may have reached the debtor meanwhile, R6).
     On PostgreSQL the caller locks the debtor row first (:func:`lock_debtor`); SQLite writes are serial."""
     conditions = [CONTACTS.c.id == contact_id, CONTACTS.c.status.in_(OPEN_STATUSES)]
     if case_id is not None:
-        conditions.append(select(CASES.c.id).where(CASES.c.id == case_id, CASES.c.status == "open").exists())
+        conditions.append(
+            select(CASES.c.id).where(CASES.c.id == case_id, CASES.c.status.in_(case_statuses)).exists()
+        )
     if cap is not None:
         conditions.append(_reached_since(cap, cap.day_start, strict=False) < cap.max_per_day)
         conditions.append(_reached_since(cap, cap.week_start, strict=True) < cap.max_per_7_days)
@@ -636,11 +640,15 @@ async def move_case_contacts(
     reason: str,
     now: datetime,
     only_reason: str | None = None,
+    except_kinds: Sequence[str] = (),
 ) -> list[str]:
-    """Move every contact of a case in ``from_statuses`` at once (a dispute holds them all).
+    """Move every contact of a case in ``from_statuses`` at once (a dispute holds them all), but those of
+    ``except_kinds``.
 
     Returns the ids of the contacts moved."""
     conditions = [Contact.case_id == case_id, Contact.status.in_(from_statuses)]
+    if except_kinds:
+        conditions.append(Contact.kind.not_in(except_kinds))
     if only_reason is not None:
         conditions.append(Contact.status_reason == only_reason)
     ids = [r[0] for r in await session.execute(select(Contact.id).where(*conditions))]

@@ -491,6 +491,7 @@ async def _process(ctx: dict[str, Any], contact_id: str, redecide: int) -> str:
             contact_id,
             now=now,
             case_id=contact.case_id,
+            case_statuses=state.rules.holds.case_statuses(contact.kind),
             cap=_cap_check(contact, now, state.rules) if capped(contact.kind, state.rules) else None,
             channel=decision.channel,
             decision=decision_json(decision, inputs),

@@ -26,6 +26,7 @@ from orchestrator.policy.windows import is_open, next_opening
 
 ACCOUNT_NUMBER = "86011117947"
 CREDITOR_ORGANISATION_NUMBER = "974760673"
+FIXED_DUE_DATE = date(2026, 10, 1)
 REMOVE: Any = object()  # with_(payload, path, REMOVE) deletes the key at path
 
 
@@ -37,7 +38,9 @@ def kid_for(n: int) -> str:
 
 def contact_payload(n: int = 1, **overrides: Any) -> dict[str, Any]:
     """A valid request; ``overrides`` are dotted paths written with ``__``: ``debtor__phones=[...]``."""
-    due = date.today() - timedelta(days=30)
+    # A fixed date, not "30 days ago": tests with a fixed worker clock (late November 2026) must see the same
+    # claim whenever they run (R10's fee gate and R1's "after due" depend on it).
+    due = FIXED_DUE_DATE
     email = f"debtor{n}@example.no"
     payload: dict[str, Any] = {
         "idempotency_key": f"eksempel-as/inv-{n}/reminder",

@@ -37,7 +37,7 @@ async def test_explain_replays_the_stored_decision_and_shows_what_today_s_rules_
     dearer = tmp_path / "rules.toml"
     dearer.write_text(
         DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-        .replace('version = "no-2026.11-2"', 'version = "no-2027.01-1"')
+        .replace('version = "no-2026.12-1"', 'version = "no-2027.01-1"')
         .replace("email = 0.05", "email = 20.00"),
         encoding="utf-8",
     )

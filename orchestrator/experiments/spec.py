@@ -44,7 +44,7 @@ class Arm(BaseModel):
     variant: _Slug = Field(
         description="A tone variant from the catalogue (templates/messages/variants.toml)."
     )
-    share: Annotated[float, Field(gt=0, le=1)] = Field(
+    share: Annotated[float, Field(gt=0, le=1000)] = Field(
         1.0, description="Fixed mode: this arm's weight among the arms (weights are normalised)."
     )
     channel: ChannelName | None = Field(

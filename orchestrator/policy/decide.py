@@ -357,12 +357,17 @@ def decide(
     """Rank every channel for ``request`` and pick the lawful, reachable one with the lowest expected cost
     per response (the caller's preference first when it is lawful, then the debtor's), at the first moment
     the contact windows, the fee rules and the pressure cap allow."""
-    if request.case_status == "held":
+    exempt = request.case_status in rules.holds.case_statuses(request.kind)
+    if request.case_status == "held" and not exempt:
         return _held(request.case_status_reason or "case_held", rules, now)
-    if request.case_status == "closed":
+    if request.case_status == "closed" and not exempt:
         return _suppressed([], "case_closed", rules, now, [])
 
-    reasons: list[str] = []
+    reasons: list[str] = (
+        [f"sent_on_{request.case_status}_case:{request.kind}"]
+        if exempt and request.case_status != "open"
+        else []
+    )
     zone = rules.contact_windows.zone
     statutory = request.kind in STATUTORY_KINDS
     start = now

@@ -140,6 +140,24 @@ class Fallback(BaseModel):
     max_channels: int = Field(4, ge=1, description="Channels tried per contact, the first included.")
 
 
+class Holds(BaseModel):
+    """R4/R8 hold every message of a held case, and a closed case gets nothing more, except the messages
+    about the hold or the closing themselves: a dispute's acknowledgement, a payment's confirmation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sendable_while_held: tuple[str, ...] = ("dispute_acknowledgement",)
+    sendable_when_closed: tuple[str, ...] = ("payment_confirmation", "dispute_acknowledgement")
+
+    def case_statuses(self, kind: str) -> tuple[str, ...]:
+        """The case statuses a message of ``kind`` may still be sent in."""
+        statuses = ["open"]
+        if kind in self.sendable_while_held:
+            statuses.append("held")
+        if kind in self.sendable_when_closed:
+            statuses.append("closed")
+        return tuple(statuses)
+
+
 class RuleSet(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     version: str = Field(min_length=1)
@@ -161,6 +179,7 @@ class RuleSet(BaseModel):
     fees: FeeRules = Field(default_factory=lambda: FeeRules())
     ranking: Ranking = Field(default_factory=lambda: Ranking())
     fallback: Fallback = Field(default_factory=lambda: Fallback())
+    holds: Holds = Field(default_factory=lambda: Holds())
 
 
 def load_rules(path: Path | None = None) -> RuleSet:

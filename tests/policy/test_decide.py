@@ -952,6 +952,6 @@ def test_as_json_validates_as_decision_out(case: Case) -> None:
         assert out.send_at is None
     else:
         assert_same_instant(out.send_at, decision.send_at)
-    assert out.rule_version == decision.rule_version == load_rules().version == "no-2026.11-2"
+    assert out.rule_version == decision.rule_version == load_rules().version == "no-2026.12-1"
     assert record["status_reason"] == decision.status_reason
     assert record["address"] == decision.address
