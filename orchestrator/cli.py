@@ -211,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lint.add_argument("--root", type=Path, help="a templates folder (default: the shipped library)")
     lint.add_argument("--language", action="append", help="only these languages (repeatable)")
+    simulate = sub.add_parser(
+        "simulate",
+        help="a synthetic portfolio through the real policy, templates and experiments, against an oracle",
+    )
+    simulate.add_argument("--debtors", type=int, default=30_000, help="portfolio size (default 30000)")
+    simulate.add_argument("--rounds", type=int, default=30, help="days spread over (default 30)")
+    simulate.add_argument("--seed", type=int, default=1, help="the portfolio and its answers (default 1)")
+    simulate.add_argument("--kind", default="reminder", help="message kind (default reminder)")
+    simulate.add_argument("--language", default="nb", help="message language (default nb)")
+    simulate.add_argument("--holdout", type=float, default=0.1, help="experiment holdout share (default 0.1)")
+    simulate.add_argument("--render-every", type=int, default=1, help="render every K-th contact (default 1)")
+    simulate.add_argument("--json", action="store_true", help="the whole result, with the experiment report")
     key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
     key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
     key.add_argument("--name", default=None, help="a label, e.g. the upstream system's name")
@@ -289,6 +301,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif command == "lint-templates":
         return _lint_templates(settings, args.root, args.language)
+    elif command == "simulate":
+        from orchestrator.simulate import cli as simulate_cli
+
+        return simulate_cli(
+            debtors=args.debtors,
+            rounds=args.rounds,
+            seed=args.seed,
+            kind=args.kind,
+            language=args.language,
+            holdout=args.holdout,
+            render_every=args.render_every,
+            as_json=args.json,
+            rules_file=settings.rules_file,
+            sms_max_segments=settings.sms_max_segments,
+        )
     elif command == "create-api-key":
         try:
             scopes = auth.parse_scopes(args.scopes)

@@ -1051,3 +1051,15 @@ async def debtors_texted_at(
         .order_by(Attempt.id.desc())
     )
     return [(debtor, attempt, case_id) for debtor, attempt, case_id in rows]
+
+
+# ---- self-service commitments ----
+
+
+async def latest_self_service_event(session: AsyncSession, case_id: str, type: str) -> CaseEvent | None:
+    """The newest case event of ``type`` that the debtor recorded on the self-service page."""
+    rows = await session.execute(
+        select(CaseEvent).where(CaseEvent.case_id == case_id, CaseEvent.type == type).order_by(CaseEvent.id)
+    )
+    found = [e for e in rows.scalars() if (e.data or {}).get("source") == "self_service"]
+    return found[-1] if found else None

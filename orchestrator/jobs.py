@@ -535,6 +535,7 @@ async def _process(ctx: dict[str, Any], contact_id: str, redecide: int) -> str:
                     debtor_id=contact.debtor_id,
                     contact_id=contact_id,
                     case_id=contact.case_id,
+                    channel=decision.channel,
                     now=now,
                 )
             await store.log_contact_event(

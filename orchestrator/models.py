@@ -309,6 +309,8 @@ class ExperimentAssignment(Base):
     contact_id: Mapped[str | None] = mapped_column(String(26))
     case_id: Mapped[str | None] = mapped_column(String(200))
     exposed_at: Mapped[datetime | None]
+    # the channel of that first message: the adaptive mode learns per channel
+    channel: Mapped[str | None] = mapped_column(String(20))
     __table_args__ = (
         Index("uq_experiment_assignments_experiment_id_debtor_id", "experiment_id", "debtor_id", unique=True),
         Index("ix_experiment_assignments_experiment_id_exposed_at", "experiment_id", "exposed_at"),

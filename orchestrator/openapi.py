@@ -144,6 +144,41 @@ OPERATIONS: dict[str, Operation] = {
             422: ("The form again, with what is wrong", None, "text/html"),
         },
     ),
+    "self_service_payment_date": Operation(
+        "The debtor chooses the date they will pay (form field date, YYYY-MM-DD, from today up to 30 "
+        "days ahead, Europe/Oslo): recorded as the case event payment_date_chosen",
+        tag="self-service",
+        responses={
+            200: ("The date is recorded", None, "text/html"),
+            410: (
+                "Unknown, expired or revoked link, not a claim link, or a held or closed case: nothing "
+                "recorded",
+                None,
+                "text/html",
+            ),
+            422: (
+                "The page again, saying which dates may be chosen; nothing recorded",
+                None,
+                "text/html",
+            ),
+        },
+    ),
+    "self_service_payment_plan": Operation(
+        "The debtor proposes a monthly payment plan (form field installments, 2-12): recorded as the "
+        "case event payment_plan_agreed with the monthly amount (the total divided, rounded up to whole "
+        "kroner); one per case, a second proposal shows the first and records nothing",
+        tag="self-service",
+        responses={
+            200: ("The plan is recorded, or the plan recorded before is shown", None, "text/html"),
+            410: (
+                "Unknown, expired or revoked link, not a claim link, or a held or closed case: nothing "
+                "recorded",
+                None,
+                "text/html",
+            ),
+            422: ("The page again, saying how many instalments may be chosen", None, "text/html"),
+        },
+    ),
     "unsubscribe_page": Operation(
         "The page behind an e-mail's List-Unsubscribe link: a button that unsubscribes (a GET never does, "
         "since mail scanners fetch links)",

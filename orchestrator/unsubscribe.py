@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
 
 from aiohttp import web
-from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
-from jinja2.sandbox import SandboxedEnvironment
 
 from channels.base import ChannelLimits
-from orchestrator import chat_links
+from orchestrator import chat_links, selfservice
 from orchestrator import contact_log as store
 from orchestrator.appkeys import SESSIONS
 from orchestrator.db import write_session
 from orchestrator.models import ChatLink, Contact, utcnow
 from orchestrator.opt_outs import record_opt_out
 from orchestrator.policy.decide import STATUTORY_KINDS
-from orchestrator.rendering import templates_root
 from orchestrator.settings import Settings
 
 __all__ = ["PATH_PREFIX", "PURPOSE", "issue", "routes"]
@@ -54,11 +50,6 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
 }
-_env = SandboxedEnvironment(
-    loader=FileSystemLoader(templates_root() / "selfservice"),
-    undefined=StrictUndefined,
-    autoescape=select_autoescape(["html"]),
-)
 
 
 def issue(
@@ -82,8 +73,9 @@ def issue(
     )
 
 
-def _page(name: str, status: int, **context: Any) -> web.Response:
-    body = _env.get_template(name).render(**context)
+def _page(name: str, status: int, language: str | None = None) -> web.Response:
+    # The self-service pages' templates and languages: the page speaks the language of the e-mail it came in.
+    body = selfservice.render(name, language)
     return web.Response(text=body, status=status, content_type="text/html", headers=_HEADERS)
 
 
@@ -95,9 +87,10 @@ def _usable(link: ChatLink | None, now: datetime) -> bool:
 async def unsubscribe_page(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         link = await store.find_chat_link(session, chat_links.hash_token(request.match_info["token"]))
-    if not _usable(link, utcnow()):
-        return _page("invalid.html", 410)
-    return _page("unsubscribe.html", 200)
+        if link is None or not _usable(link, utcnow()):
+            return _page("invalid.html", 410)
+        language = await selfservice.link_language(session, link)
+    return _page("unsubscribe.html", 200, language)
 
 
 @routes.post(PATH_PREFIX + "{token}", name="unsubscribe")
@@ -119,4 +112,5 @@ async def unsubscribe(request: web.Request) -> web.Response:
             contact_id=link.contact_id,
             detail={"link_id": link.id, "one_click": body == ONE_CLICK},
         )
-    return _page("unsubscribed.html", 200)
+        language = await selfservice.link_language(session, link)
+    return _page("unsubscribed.html", 200, language)

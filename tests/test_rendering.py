@@ -358,7 +358,13 @@ def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
         ("nb", "betalingsoppfordring", "neutral", "sms", r"kind='betalingsoppfordring'.*sms\.txt"),
         ("nb", "reminder", "shouting", "sms", r"unknown variant 'shouting' \(known: .*neutral.*\)"),
         ("nb", "address_request", "social_norm", "sms", r"variant 'social_norm' is not written for kind"),
-        ("xx", "reminder", "neutral", "letter", r"language='xx'.*xx[/\\]reminder[/\\]neutral[/\\]letter\.html"),
+        (
+            "xx",
+            "reminder",
+            "neutral",
+            "letter",
+            r"language='xx'.*xx[/\\]reminder[/\\]neutral[/\\]letter\.html",
+        ),
         (
             "nb",
             "reminder",

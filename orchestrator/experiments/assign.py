@@ -97,13 +97,13 @@ def _by_share(spec: ExperimentSpec, debtor_id: str) -> Arm:
 
 
 def _thompson(
-    spec: ExperimentSpec, debtor_id: str, candidates: list[Arm], stats: Mapping[str, tuple[int, int]]
+    spec: ExperimentSpec, debtor_id: str, candidates: list[Arm], stats: Mapping[str, tuple[float, float]]
 ) -> Arm:
     rng = random.Random(int.from_bytes(_digest(spec.id, debtor_id, "thompson"), "big"))
     best: tuple[float, Arm] | None = None
     for arm in candidates:
-        successes, n = stats.get(arm.name, (0, 0))
-        successes = max(0, min(successes, n))
+        successes, n = stats.get(arm.name, (0.0, 0.0))
+        successes = max(0.0, min(successes, n))
         draw = rng.betavariate(1 + successes, 1 + n - successes)
         if best is None or draw > best[0]:
             best = (draw, arm)
@@ -116,10 +116,11 @@ def assign(
     debtor_id: str,
     *,
     allowed: Collection[str] | None = None,
-    stats: Mapping[str, tuple[int, int]] | None = None,
+    stats: Mapping[str, tuple[float, float]] | None = None,
 ) -> Assignment:
     """The arm for ``debtor_id``. ``allowed``: the arm names the legal guard allows for this contact (all when
-    None); ``stats``: (successes, contacts) per arm on the experiment's outcome, for the adaptive mode."""
+    None); ``stats``: (successes, trials) per arm on the experiment's outcome for this contact's segment (its
+    channel), for the adaptive mode."""
     control = spec.control_arm
     if unit_interval(spec.id, debtor_id, "holdout") < spec.holdout_share:
         return _result(spec, control, holdout=True, reason="holdout")

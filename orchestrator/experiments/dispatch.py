@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orchestrator.db import write_session
 from orchestrator.experiments import store
 from orchestrator.experiments.assign import Assignment, assign
-from orchestrator.experiments.report import adaptive_stats
+from orchestrator.experiments.report import ALL_CHANNELS, adaptive_stats
 from orchestrator.experiments.spec import Arm, ExperimentSpec
 from orchestrator.policy.decide import ChannelOption, DecisionInput, decide
 from orchestrator.policy.rules import RuleSet
 
-__all__ = ["ExperimentCache", "apply_arm", "assignment_for", "load_spec"]
+__all__ = ["ExperimentCache", "allowed_arms", "apply_arm", "assignment_for", "load_spec", "segment_stats"]
 
 READ_EVERY = timedelta(minutes=1)
 
@@ -41,7 +42,8 @@ def load_spec(raw: Mapping[str, Any]) -> ExperimentSpec:
 class ExperimentCache:
     read_at: datetime | None = None
     running: list[ExperimentSpec] = field(default_factory=list)
-    stats: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    # experiment → channel ("*": all) → arm → (successes, trials)
+    stats: dict[str, dict[str, dict[str, tuple[float, float]]]] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.read_at = None
@@ -52,7 +54,7 @@ class ExperimentCache:
         async with sessions() as session:
             rows = await store.list_experiments(session, status="running")
             specs = [load_spec(row.spec) for row in sorted(rows, key=lambda row: (row.created_at, row.id))]
-            stats: dict[str, dict[str, tuple[int, int]]] = {}
+            stats: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
             for spec in specs:
                 if spec.mode == "adaptive":
                     found = await store.exposures(session, spec.id)
@@ -83,6 +85,40 @@ def apply_arm(inputs: DecisionInput, assignment: Assignment, now: datetime, rule
     return changed
 
 
+@lru_cache(maxsize=8)
+def _written(templates: frozenset[tuple[str, str, str, str]]) -> frozenset[tuple[str, str, str]]:
+    """(language, kind, variant) with a template on some channel, once per template set."""
+    return frozenset((language, kind, variant) for language, kind, variant, _channel in templates)
+
+
+# How many trials' worth the all-channel rate weighs in a channel's own statistics: a channel with little
+# traffic of its own (letters) starts from what every channel has shown, and its own data takes over.
+SEGMENT_PRIOR_TRIALS = 10.0
+
+
+def segment_stats(
+    stats: Mapping[str, Mapping[str, tuple[float, float]]] | None, channel: str | None
+) -> Mapping[str, tuple[float, float]] | None:
+    """The statistics of the channel a contact would go on (the control's decision), shrunk towards every
+    channel's together; every channel's together when the channel is unknown."""
+    if stats is None:
+        return None
+    overall = stats.get(ALL_CHANNELS, {})
+    own = stats.get(channel) if channel is not None else None
+    if own is None:
+        return overall
+    combined: dict[str, tuple[float, float]] = {}
+    for arm in set(overall) | set(own):
+        s_all, n_all = overall.get(arm, (0.0, 0.0))
+        s_own, n_own = own.get(arm, (0.0, 0.0))
+        if n_all <= 0:
+            combined[arm] = (s_own, n_own)
+            continue
+        rate = s_all / n_all
+        combined[arm] = (s_own + SEGMENT_PRIOR_TRIALS * rate, n_own + SEGMENT_PRIOR_TRIALS)
+    return combined
+
+
 def allowed_arms(
     spec: ExperimentSpec,
     inputs: DecisionInput,
@@ -93,7 +129,7 @@ def allowed_arms(
     now: datetime,
 ) -> set[str]:
     allowed: set[str] = set()
-    written = {(language, kind, variant) for language, kind, variant, _channel in templates}
+    written = _written(templates)
     for arm in spec.arms:
         if (inputs.language, inputs.kind, arm.variant) not in written:
             continue
@@ -138,7 +174,12 @@ async def assignment_for(
         stored = await store.get_assignment(session, spec.id, debtor_id)
     if stored is None:
         allowed = allowed_arms(spec, inputs, channels=channels, templates=templates, rules=rules, now=now)
-        fresh = assign(spec, debtor_id, allowed=allowed, stats=cache.stats.get(spec.id))
+        stats = None
+        if spec.mode == "adaptive":
+            # The segment: the channel the control would go on for this debtor now.
+            control = decide(inputs, channels=channels, templates=templates, rules=rules, now=now)
+            stats = segment_stats(cache.stats.get(spec.id), control.channel)
+        fresh = assign(spec, debtor_id, allowed=allowed, stats=stats)
         async with write_session(sessions) as session:
             await store.insert_assignment(
                 session, experiment_id=spec.id, debtor_id=debtor_id, detail=fresh.as_json(), now=now

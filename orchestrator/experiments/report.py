@@ -21,7 +21,15 @@ from typing import Any
 from orchestrator.experiments.spec import OUTCOMES, REPORTED_OUTCOMES, ExperimentSpec
 from orchestrator.experiments.stats import newcombe_difference, wilson
 
-__all__ = ["HOLDOUT", "Exposure", "OutcomeEvent", "adaptive_stats", "build_report", "report_csv"]
+__all__ = [
+    "ALL_CHANNELS",
+    "HOLDOUT",
+    "Exposure",
+    "OutcomeEvent",
+    "adaptive_stats",
+    "build_report",
+    "report_csv",
+]
 
 HOLDOUT = "holdout"
 
@@ -34,6 +42,7 @@ class Exposure:
     holdout: bool
     case_id: str
     exposed_at: datetime
+    channel: str | None = None  # the channel the message went on: the adaptive mode's segment
 
 
 @dataclass(frozen=True)
@@ -142,21 +151,33 @@ def build_report(
     }
 
 
+ALL_CHANNELS = "*"
+
+
 def adaptive_stats(
     spec: ExperimentSpec, exposures: Sequence[Exposure], events: Iterable[OutcomeEvent], now: datetime
-) -> dict[str, tuple[int, int]]:
-    """(successes, contacts) per arm on the experiment's outcome, for Thompson sampling: matured exposures,
-    plus pending ones that already succeeded (a success is final; a pending failure is not yet one). The
-    holdout got the control, so it counts for the control arm."""
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """(successes, trials) per channel and arm on the experiment's outcome, for Thompson sampling; the key
+    ``"*"`` holds every channel together.
+
+    Outcomes arrive late (a payment comes days after the message), so an exposure whose window is still open
+    is a *partial* trial, weighted by the share of its window that has passed; a success is final at once
+    and counts as a whole trial. Counting only successes among open exposures would read every young arm as
+    a 100 % success; counting open exposures as failures would punish the arms sent last. A tone works
+    differently on SMS than in a letter (DOMAIN.md: the evidence for the debtor's name is from SMS), so each
+    channel learns on its own. The holdout got the control, so it counts for the control arm."""
     window = timedelta(days=spec.window_days)
-    stats: dict[str, list[int]] = {arm.name: [0, 0] for arm in spec.arms}
-    for exposure, found in zip(exposures, _hits(exposures, events, window), strict=True):
-        success = spec.outcome in found
-        if exposure.exposed_at + window <= now or success:
-            entry = stats.setdefault(exposure.arm, [0, 0])
-            entry[0] += int(success)
-            entry[1] += 1
-    return {arm: (s, n) for arm, (s, n) in stats.items()}
+    found: dict[str, dict[str, list[float]]] = {ALL_CHANNELS: {arm.name: [0.0, 0.0] for arm in spec.arms}}
+    for exposure, hits in zip(exposures, _hits(exposures, events, window), strict=True):
+        success = spec.outcome in hits
+        elapsed = (now - exposure.exposed_at) / window
+        weight = 1.0 if success or elapsed >= 1 else max(0.0, elapsed)
+        segments = [ALL_CHANNELS] if exposure.channel is None else [ALL_CHANNELS, exposure.channel]
+        for segment in segments:
+            entry = found.setdefault(segment, {}).setdefault(exposure.arm, [0.0, 0.0])
+            entry[0] += float(success)
+            entry[1] += weight
+    return {segment: {arm: (s, n) for arm, (s, n) in arms.items()} for segment, arms in found.items()}
 
 
 def report_csv(report: Mapping[str, Any]) -> str:

@@ -87,7 +87,14 @@ async def insert_assignment(
 
 
 async def mark_exposed(
-    session: AsyncSession, *, experiment_id: str, debtor_id: str, contact_id: str, case_id: str, now: datetime
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    debtor_id: str,
+    contact_id: str,
+    case_id: str,
+    channel: str | None,
+    now: datetime,
 ) -> bool:
     """The first message under an assignment was claimed for sending: outcomes count from now."""
     result = await session.execute(
@@ -97,7 +104,7 @@ async def mark_exposed(
             ExperimentAssignment.debtor_id == debtor_id,
             ExperimentAssignment.exposed_at.is_(None),
         )
-        .values(exposed_at=now, contact_id=contact_id, case_id=case_id)
+        .values(exposed_at=now, contact_id=contact_id, case_id=case_id, channel=channel)
     )
     return bool(getattr(result, "rowcount", 0))
 
@@ -111,6 +118,7 @@ async def exposures(session: AsyncSession, experiment_id: str) -> list[Exposure]
             ExperimentAssignment.holdout,
             ExperimentAssignment.case_id,
             ExperimentAssignment.exposed_at,
+            ExperimentAssignment.channel,
         )
         .where(
             ExperimentAssignment.experiment_id == experiment_id, ExperimentAssignment.exposed_at.is_not(None)
@@ -125,8 +133,9 @@ async def exposures(session: AsyncSession, experiment_id: str) -> list[Exposure]
             holdout=bool(holdout),
             case_id=case_id or "",
             exposed_at=exposed_at,
+            channel=channel,
         )
-        for debtor_id, arm, variant, holdout, case_id, exposed_at in rows.all()
+        for debtor_id, arm, variant, holdout, case_id, exposed_at, channel in rows.all()
         if exposed_at is not None
     ]
 

@@ -129,8 +129,20 @@ def test_open_windows_are_pending_not_failures() -> None:
     assert (n["matured"], n["pending"]) == (0, 10)
     assert n["outcomes"]["paid"]["rate"] is None
     assert n["outcomes"]["paid"]["early_successes"] == 2
-    # the adaptive mode counts a success at once, a pending non-payment not yet
-    assert adaptive_stats(spec(), early, paid(early, 2, after=timedelta(days=1)), NOW)["name"] == (2, 2)
+    # the adaptive mode counts a success at once as a whole trial, a pending non-payment as the part of its
+    # window that has passed (3 of 14 days): 2 + 8 * 3/14 trials
+    stats = adaptive_stats(spec(), early, paid(early, 2, after=timedelta(days=1)), NOW)
+    assert stats["*"]["name"] == (2.0, pytest.approx(2 + 8 * 3 / 14))
+    assert stats["*"]["control"] == (0.0, 0.0)
+
+
+def test_adaptive_statistics_per_channel() -> None:
+    sms = [Exposure(f"s{i}", "name", "v", False, f"case-s{i}", T0, "sms") for i in range(10)]
+    letters = [Exposure(f"l{i}", "name", "v", False, f"case-l{i}", T0, "letter") for i in range(10)]
+    stats = adaptive_stats(spec(), sms + letters, paid(sms, 6) + paid(letters, 1), NOW)
+    assert stats["sms"]["name"] == (6.0, 10.0)
+    assert stats["letter"]["name"] == (1.0, 10.0)
+    assert stats["*"]["name"] == (7.0, 20.0)
 
 
 def test_the_holdout_is_the_baseline_when_there_is_one() -> None:
@@ -147,8 +159,7 @@ def test_the_holdout_is_the_baseline_when_there_is_one() -> None:
     assert row(report, "name")["difference"]["difference"] == pytest.approx(0.2)
     # the holdout got the control: it counts for the control arm's posterior
     assert adaptive_stats(experiment, holdout + control + name, events, NOW) == {
-        "control": (20, 100),
-        "name": (40, 100),
+        "*": {"control": (20.0, 100.0), "name": (40.0, 100.0)}
     }
 
 

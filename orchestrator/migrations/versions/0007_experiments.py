@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("contact_id", sa.String(length=26), nullable=True),
         sa.Column("case_id", sa.String(length=200), nullable=True),
         sa.Column("exposed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("channel", sa.String(length=20), nullable=True),
         sa.ForeignKeyConstraint(
             ["experiment_id"],
             ["experiments.id"],
