@@ -246,3 +246,42 @@ async def test_an_arm_the_legal_guard_refuses_is_never_sent(
     async with sessions() as session:
         contact = await session.get(Contact, contact_id)
     assert contact is not None and contact.channel_preference == "auto"  # upstream's request is unchanged
+
+
+async def test_adaptive_mode_in_the_worker_learns_from_the_outcomes_per_channel(
+    world: tuple[Any, str, dict[str, Any]], sessions: Any
+) -> None:
+    client, key, ctx = world
+    experiment = {**EXPERIMENT, "id": "adaptive-tone", "mode": "adaptive", "holdout_share": 0.1}
+    assert (await _create(client, key, experiment)).status == 201
+    first = {n: await _enqueue(client, key, contact_payload(n)) for n in range(1, 21)}
+    for contact_id in first.values():
+        assert await process_contact(ctx, contact_id) == "sent"
+    reasons = {(await _attempt(sessions, c)).assignment["reason"] for c in first.values()}  # type: ignore[index]
+    assert reasons <= {"thompson_sampling", "holdout"} and "thompson_sampling" in reasons
+
+    # every "personal" debtor pays within the window, nobody else: the worker's next read sees it
+    sent_at = ctx["clock"]()
+    for n, contact_id in first.items():
+        if (await _attempt(sessions, contact_id)).assignment["arm"] == "personal":  # type: ignore[index]
+            event = {"type": "payment_received", "at": (sent_at + timedelta(hours=2)).isoformat()}
+            assert (
+                await client.post(f"/v1/cases/C-{n}/events", json=event, headers=bearer(key))
+            ).status == 201
+    state = ctx["state"]
+    state.experiments.clear()
+    ctx["clock"].at = sent_at + timedelta(days=2)  # every window (1 day) has closed
+    await state.experiments.refresh(state.sessions, ctx["clock"]())
+    stats = state.experiments.stats["adaptive-tone"]
+    assert set(stats) >= {"*", "email"}  # all channels, and the channel the messages went on
+    successes, trials = stats["email"]["personal"]
+    assert trials > 0 and successes == trials
+    assert stats["email"]["control"][0] == 0
+
+    later = {n: await _enqueue(client, key, contact_payload(n)) for n in range(21, 61)}
+    for contact_id in later.values():
+        assert await process_contact(ctx, contact_id) == "sent"
+    arms = [(await _attempt(sessions, c)).assignment for c in later.values()]
+    adaptive = [a for a in arms if a is not None and not a["holdout"]]
+    personal = sum(a["arm"] == "personal" for a in adaptive)
+    assert personal >= 0.8 * len(adaptive), (personal, len(adaptive))
