@@ -285,3 +285,32 @@ async def test_adaptive_mode_in_the_worker_learns_from_the_outcomes_per_channel(
     adaptive = [a for a in arms if a is not None and not a["holdout"]]
     personal = sum(a["arm"] == "personal" for a in adaptive)
     assert personal >= 0.8 * len(adaptive), (personal, len(adaptive))
+
+
+async def test_an_arm_with_a_send_hour_waits_for_it_inside_the_contact_window(
+    world: tuple[Any, str, dict[str, Any]], sessions: Any
+) -> None:
+    client, key, ctx = world
+    experiment = {
+        "id": "evening",
+        "name": "Evening reminders",
+        "kinds": ["reminder"],
+        "arms": [
+            {"name": "control", "variant": "neutral"},
+            {"name": "evening", "variant": "neutral", "send_hour": 18},
+        ],
+        "holdout_share": 0.0,
+    }
+    assert (await _create(client, key, experiment)).status == 201
+    spec = ExperimentSpec.model_validate(experiment)
+    evening = next(n for n in range(1, 200) if assign(spec, f"D-{n}").arm == "evening")
+    daytime = next(n for n in range(1, 200) if assign(spec, f"D-{n}").arm == "control")
+    assert await process_contact(ctx, await _enqueue(client, key, contact_payload(daytime))) == "sent"
+    contact_id = await _enqueue(client, key, contact_payload(evening))
+    assert await process_contact(ctx, contact_id) == "scheduled"  # Monday 10:00 -> 18:00 the same day
+    async with sessions() as session:
+        contact = await session.get(Contact, contact_id)
+    assert contact is not None and contact.send_at is not None
+    assert contact.send_at.astimezone(OSLO) == MONDAY_TEN.replace(hour=18)
+    ctx["clock"].at = MONDAY_TEN.replace(hour=18, minute=0, second=1).astimezone(UTC)
+    assert await process_contact(ctx, contact_id) == "sent"  # inside its hour: sent, not put off a day
