@@ -332,3 +332,34 @@ async def test_an_sms_without_a_delivery_report_hands_over_to_the_next_channel(
     view = await _view(client, api_key, contact_id)
     assert [a["channel"] for a in view["attempts"]] == ["sms", "letter"]
     assert list((settings.resolved_outbox_dir / "letter").glob("*.pdf"))
+
+
+async def test_a_dispute_holds_the_reminder_but_its_acknowledgement_goes_out(
+    world: tuple[Settings, Any, Clock, dict[str, Any]], smtp_server: SmtpRecorder, api_key: str
+) -> None:
+    _settings, client, _clock, ctx = world
+    reminder = await _enqueue(client, api_key, contact_payload(31))
+    await _case_event(client, api_key, "C-31", "dispute_raised")
+    acknowledgement = await _enqueue(
+        client,
+        api_key,
+        contact_payload(31, kind="dispute_acknowledgement", idempotency_key="eksempel-as/inv-31/ack"),
+    )
+    assert (await _view(client, api_key, reminder))["status"] == "held"
+    assert await process_contact(ctx, reminder) == "skipped:held"
+    assert await process_contact(ctx, acknowledgement) == "sent"
+    view = await _view(client, api_key, acknowledgement)
+    assert "sent_on_held_case:dispute_acknowledgement" in view["decision"]["reasons"]
+    assert len(smtp_server.messages) == 1
+
+    # paid in full: what is still queued is cancelled, a payment confirmation still goes
+    later = await _enqueue(client, api_key, contact_payload(32))
+    await _case_event(client, api_key, "C-32", "paid_in_full")
+    confirmation = await _enqueue(
+        client,
+        api_key,
+        contact_payload(32, kind="payment_confirmation", idempotency_key="eksempel-as/inv-32/paid"),
+    )
+    assert (await _view(client, api_key, later))["status"] == "cancelled"
+    assert await process_contact(ctx, confirmation) == "sent"
+    assert len(smtp_server.messages) == 2
