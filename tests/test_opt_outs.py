@@ -515,3 +515,24 @@ async def test_the_unsubscribe_link_still_works_after_the_case_is_closed(
     assert await _opted_out(sessions, "D-8") == ["email"]
     [opted] = [item for item in await _timeline(env, api_key, "D-8") if item["type"] == "opted_out"]
     assert opted["detail"]["one_click"] is False
+
+
+async def test_the_unsubscribe_pages_speak_the_language_of_the_email(
+    env: Env, sessions: Any, api_key: str
+) -> None:
+    (day1,) = _clocks(1)
+    first = await _contact(env, api_key, contact_payload(16, language="en"))
+    await drain(env.settings, clock=day1)
+    message = _emails(env.settings)[first]
+    match = _LIST_UNSUBSCRIBE.fullmatch(str(message["List-Unsubscribe"]))
+    assert match, message["List-Unsubscribe"]
+    path = urlsplit(match.group(1)).path
+    page = await (await env.client.get(path)).text()
+    assert '<html lang="en">' in page
+    done = await env.client.post(
+        path, data="x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    text = await done.text()
+    assert done.status == 200 and '<html lang="en">' in text
+    assert "Du er meldt av" not in text
+    assert await _opted_out(sessions, "D-16") == ["email"]
