@@ -86,12 +86,19 @@ class TemplateNotFound(LookupError):
 class RenderError(ValueError):
     """A template failed to render (undefined variable, syntax error, bad value for a filter)."""
 
-    def __init__(self, template: str, message: str, lineno: int | None = None) -> None:
-        where = f"{template}:{lineno}" if lineno is not None else template
+    def __init__(
+        self, template: str, message: str, lineno: int | None = None, inner: str | None = None
+    ) -> None:
+        # ``inner``: the part, layout or tone module the template imports where it failed; ``lineno`` is then
+        # that file's line.
+        where = f"{inner or template}:{lineno}" if lineno is not None else (inner or template)
+        if inner is not None:
+            where = f"{template} (at {where})"
         super().__init__(f"cannot render template {where}: {message}")
         self.template = template
         self.jinja_message = message
         self.lineno = lineno
+        self.inner = inner
 
 
 # --------------------------------------------------------------------------------------------------- filters
@@ -555,9 +562,30 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(exc.name or name, exc.message or str(exc), exc.lineno) from exc
         except jinja2.TemplateError as exc:
-            raise RenderError(name, exc.message or str(exc), _template_line(exc, name)) from exc
+            inner, line = self._where(exc, name)
+            raise RenderError(name, exc.message or str(exc), line, inner) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:  # a filter rejected a value
-            raise RenderError(name, f"{type(exc).__name__}: {exc}", _template_line(exc, name)) from exc
+            inner, line = self._where(exc, name)
+            raise RenderError(name, f"{type(exc).__name__}: {exc}", line, inner) from exc
+
+    def _where(self, exc: BaseException, name: str) -> tuple[str | None, int | None]:
+        """``(file, line)`` where a render-time error was raised: the file is None when it is ``name``
+        itself, else the part, layout or tone module it imports."""
+        tb = exc.__traceback__
+        found: tuple[str, int] | None = None
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if filename.endswith((".html", ".txt")):
+                found = (filename, tb.tb_lineno)
+            tb = tb.tb_next
+        if found is None:
+            return None, None
+        path, line = found
+        try:
+            inner = Path(path).resolve().relative_to(self.messages_dir).as_posix()
+        except ValueError:
+            inner = path
+        return (None if inner == name else inner), line
 
     def render(
         self, *, language: str, kind: str, variant: str, channel: str, context: Mapping[str, Any]
@@ -592,18 +620,6 @@ class Renderer:
             language=resolved.language,
             fallback_from=language if resolved.language != language else None,
         )
-
-
-def _template_line(exc: BaseException, name: str) -> int | None:
-    """The line of ``name`` (or of a template it imports) where a render-time error was raised."""
-    tb = exc.__traceback__
-    line: int | None = None
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.endswith(".html") or filename.endswith(".txt"):
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
 
 
 # --------------------------------------------------------------------------------------------- sample data

@@ -318,3 +318,16 @@ async def test_the_fallback_is_recorded_on_the_attempt(
         "nn",
     )
     assert len(smtp_server.messages) == 1
+
+
+def test_an_error_in_a_shared_part_names_the_part_and_its_line(library: Path) -> None:
+    part = library / "messages" / "nb" / "_parts" / "letter.html"
+    lines = part.read_text(encoding="utf-8").splitlines()
+    target = next(i for i, line in enumerate(lines) if "case.principal" in line)
+    lines[target] = lines[target].replace("case.principal", "case.principle", 1)
+    part.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = [f for f in errors(library) if f.check == "renders"]
+    assert found
+    assert f"(at nb/_parts/letter.html:{target + 1}): 'dict object' has no attribute 'principle'" in str(
+        found[0]
+    )
