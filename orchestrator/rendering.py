@@ -120,7 +120,14 @@ _MONTHS_NB: Final = (
 _CENT: Final = Decimal("0.01")
 
 
+def _defined(value: Any) -> None:
+    """A filter given an undefined name fails the way StrictUndefined does: naming the missing name."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+
+
 def _decimal(value: Decimal | str | int | float) -> Decimal:
+    _defined(value)
     if isinstance(value, bool):
         raise TypeError(f"not an amount: {value!r}")
     if isinstance(value, Decimal):
@@ -167,6 +174,7 @@ def percent(value: Decimal | str | int | float) -> str:
 
 
 def _date(value: date | str) -> date:
+    _defined(value)
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -192,6 +200,7 @@ def date_short(value: date | str) -> str:
 
 
 def _digits(value: str | int) -> str:
+    _defined(value)
     return re.sub(r"[\s.\u00a0]", "", str(value))
 
 
