@@ -124,6 +124,19 @@ async def _case_link(session: AsyncSession, token: str, now: datetime) -> tuple[
     return link, case
 
 
+async def _open_case(session: AsyncSession, token: str, now: datetime) -> tuple[Case, str] | web.Response:
+    """The case and page language of a claim link that still works on an open case; else the invalid page
+    (a commitment is recorded only while the case is open)."""
+    found = await _case_link(session, token, now)
+    if found is None:
+        return _invalid()
+    link, case = found
+    language = await link_language(session, link)
+    if case.status != "open":
+        return _invalid(language)
+    return case, language
+
+
 def _claim(case: Case, language: str) -> dict[str, Any]:
     details = case.details
     costs: list[dict[str, Any]] = [
@@ -354,13 +367,10 @@ async def self_service_payment_date(request: web.Request) -> web.Response:
     raw = str(form.get("date", ""))[:40]  # never stored or shown unless it is a date
     now = utcnow()
     async with write_session(request.app[SESSIONS]) as session:
-        found = await _case_link(session, token, now)
-        if found is None:
-            return _invalid()
-        link, case = found
-        language = await link_language(session, link)
-        if case.status != "open":
-            return _invalid(language)
+        opened = await _open_case(session, token, now)
+        if isinstance(opened, web.Response):
+            return opened
+        case, language = opened
         chosen = commitments.parse_payment_date(raw, commitments.date_window(now))
         if isinstance(chosen, commitments.DateProblem):
             return await _case_page(session, case, token, language, now, status=422, date_error=chosen)
@@ -396,13 +406,10 @@ async def self_service_payment_plan(request: web.Request) -> web.Response:
     raw = str(form.get("installments", ""))[:10]
     now = utcnow()
     async with write_session(request.app[SESSIONS]) as session:
-        found = await _case_link(session, token, now)
-        if found is None:
-            return _invalid()
-        link, case = found
-        language = await link_language(session, link)
-        if case.status != "open":
-            return _invalid(language)
+        opened = await _open_case(session, token, now)
+        if isinstance(opened, web.Response):
+            return opened
+        case, language = opened
         claim = _claim(case, language)
         page = {
             "creditor": claim["creditor"],
