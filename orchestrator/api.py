@@ -7,8 +7,6 @@ import binascii
 import json
 import re
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +17,7 @@ from orchestrator import contact_log as store
 from orchestrator.appkeys import REDIS, SESSIONS, SETTINGS
 from orchestrator.db import write_session
 from orchestrator.models import Attempt, Contact, TimelineEvent, utcnow
-from orchestrator.policy.rules import RuleSet, load_rules
+from orchestrator.policy.rules import rules_for
 from orchestrator.problems import ProblemError, problem
 from orchestrator.schemas import (
     STATUSES,
@@ -43,15 +41,10 @@ from orchestrator.schemas import (
 routes = web.RouteTableDef()
 
 
-@cache
-def _rules(path: Path | None) -> RuleSet:
-    return load_rules(path)
-
-
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-def _json(model: Any, status: int = 200) -> web.Response:
+def json_model(model: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=model.model_dump_json(exclude_none=False).encode(),
         status=status,
@@ -59,7 +52,7 @@ def _json(model: Any, status: int = 200) -> web.Response:
     )
 
 
-async def _read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request) -> Any:
     try:
         return json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -80,7 +73,7 @@ def _item_problem(result: intake.ItemResult) -> Problem:
 
 @routes.post("/v1/contacts", name="create_contact")
 async def create_contact(request: web.Request) -> web.Response:
-    raw = await _read_json(request)
+    raw = await read_json(request)
     parsed = intake.parse_item(0, raw)
     [result] = await intake.accept(
         request.app[SESSIONS], request.app[REDIS], request.app[SETTINGS].queue_name, [parsed]
@@ -91,7 +84,7 @@ async def create_contact(request: web.Request) -> web.Response:
         )
     assert result.id is not None and result.status is not None
     body = Accepted(id=result.id, status=result.status, links=Links(self=f"/v1/contacts/{result.id}"))
-    return _json(body, status=result.http_status)
+    return json_model(body, status=result.http_status)
 
 
 @routes.post("/v1/contacts:batch", name="create_contacts_batch")
@@ -109,7 +102,7 @@ async def create_contacts_batch(request: web.Request) -> web.Response:
             except json.JSONDecodeError as exc:
                 items.append(_BadLine(number, str(exc)))
     else:
-        body = await _read_json(request)
+        body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
             raise ProblemError(
                 422,
@@ -152,7 +145,7 @@ async def create_contacts_batch(request: web.Request) -> web.Response:
         existing=sum(1 for r in results if r.existing),
         rejected=sum(1 for r in results if not r.ok),
     )
-    return _json(out)
+    return json_model(out)
 
 
 class _BadLine:
@@ -235,7 +228,7 @@ async def get_contact(request: web.Request) -> web.Response:
         decision=_decision_out(contact.decision),
         attempts=[_attempt_out(a, events[a.id]) for a in attempts],
     )
-    return _json(out)
+    return json_model(out)
 
 
 def _encode_cursor(value: str) -> str:
@@ -325,7 +318,7 @@ async def list_contacts(request: web.Request) -> web.Response:
     page = ContactPage(
         items=[_summary(c) for c in rows], next_cursor=_encode_cursor(rows[-1].id) if more and rows else None
     )
-    return _json(page)
+    return json_model(page)
 
 
 @routes.get("/v1/debtors/{debtor_id}/timeline", name="debtor_timeline")
@@ -359,13 +352,13 @@ async def debtor_timeline(request: web.Request) -> web.Response:
         ],
         next_cursor=_encode_cursor(rows[-1].id) if more and rows else None,
     )
-    return _json(out)
+    return json_model(out)
 
 
 @routes.post("/v1/cases/{case_id}/events", name="case_event")
 async def case_event(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
-    raw = await _read_json(request)
+    raw = await read_json(request)
     try:
         event = CaseEventRequest.model_validate(raw)
     except ValidationError as exc:
@@ -385,12 +378,12 @@ async def case_event(request: web.Request) -> web.Response:
             data=event.model_dump(mode="json", exclude={"type", "at", "source"}),
             source=event.source,
             now=utcnow(),
-            holds=_rules(request.app[SETTINGS].rules_file).holds,
+            holds=rules_for(request.app[SETTINGS].rules_file).holds,
         )
     resumed = applied.resumed
     if resumed:
         await queue.enqueue_contacts(request.app[REDIS], request.app[SETTINGS].queue_name, resumed)
-    return _json(
+    return json_model(
         CaseEventAccepted(
             id=applied.event_id,
             case_id=case_id,

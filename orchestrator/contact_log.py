@@ -1058,8 +1058,10 @@ async def debtors_texted_at(
 
 async def latest_self_service_event(session: AsyncSession, case_id: str, type: str) -> CaseEvent | None:
     """The newest case event of ``type`` that the debtor recorded on the self-service page."""
-    rows = await session.execute(
-        select(CaseEvent).where(CaseEvent.case_id == case_id, CaseEvent.type == type).order_by(CaseEvent.id)
+    rows = await session.scalars(
+        select(CaseEvent)
+        .where(CaseEvent.case_id == case_id, CaseEvent.type == type)
+        .order_by(CaseEvent.id.desc())
     )
-    found = [e for e in rows.scalars() if (e.data or {}).get("source") == "self_service"]
-    return found[-1] if found else None
+    # The source is inside the JSON data; a case has few events of one type, so it is filtered here.
+    return next((e for e in rows if (e.data or {}).get("source") == "self_service"), None)

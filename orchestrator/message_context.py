@@ -11,9 +11,7 @@ from typing import Any
 
 from orchestrator.models import Case, Contact, Debtor
 from orchestrator.policy.decide import Decision
-from orchestrator.rendering import COST_LABELS, cost_label
-
-COST_LABELS_NB = COST_LABELS["nb"]
+from orchestrator.rendering import cost_label
 
 
 def _address_lines(debtor: Debtor, decision: Decision) -> list[str]:

@@ -371,6 +371,7 @@ async def handle_returned_letter(ctx: dict[str, Any], attempt_id: str) -> str:
                 to_status="held",
                 reason=lookup.stop_reason,
                 now=now,
+                except_kinds=state.rules.holds.sendable_while_held,
             )
             await store.log_contact_event(
                 session,

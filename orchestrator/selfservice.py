@@ -42,6 +42,7 @@ from orchestrator.db import write_session
 from orchestrator.identifiers import redact_national_ids
 from orchestrator.models import Case, CaseEvent, ChatLink, utcnow
 from orchestrator.policy.decide import format_address
+from orchestrator.policy.rules import rules_for
 from orchestrator.rendering import FILTERS, cost_label, date_en, date_no, nok, nok_en, templates_root
 from orchestrator.schemas import Address
 
@@ -354,6 +355,7 @@ async def self_service_dispute(request: web.Request) -> web.Response:
                 data={"note": note} if note else {},
                 source="self_service",
                 now=now,
+                holds=rules_for(request.app[SETTINGS].rules_file).holds,
             )
     return _page("dispute_received.html", 200, language)
 

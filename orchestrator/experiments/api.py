@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from orchestrator import intake
+from orchestrator.api import json_model, read_json
 from orchestrator.appkeys import SESSIONS
 from orchestrator.db import write_session
 from orchestrator.experiments import store
@@ -27,10 +26,6 @@ routes = web.RouteTableDef()
 @cache
 def _catalogue() -> Catalogue:
     return load_catalogue(templates_root() / "messages" / CATALOGUE_FILE)
-
-
-def _json(model: Any, status: int = 200) -> web.Response:
-    return web.Response(body=model.model_dump_json().encode(), status=status, content_type="application/json")
 
 
 def _out(row: Experiment) -> ExperimentOut:
@@ -56,10 +51,7 @@ async def _get(request: web.Request) -> Experiment:
 
 @routes.post("/v1/experiments", name="create_experiment")
 async def create_experiment(request: web.Request) -> web.Response:
-    try:
-        raw = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProblemError(400, "Malformed JSON", f"the request body is not valid JSON: {exc}") from exc
+    raw = await read_json(request)
     try:
         spec = ExperimentSpec.model_validate(raw, context={"catalogue": _catalogue()})
     except ValidationError as exc:
@@ -78,7 +70,7 @@ async def create_experiment(request: web.Request) -> web.Response:
         raise ProblemError(
             409, "Conflict", f"an experiment with id {spec.id!r} exists already; ids are never reused"
         )
-    return _json(_out(row), status=201)
+    return json_model(_out(row), status=201)
 
 
 @routes.get("/v1/experiments", name="list_experiments")
@@ -88,12 +80,12 @@ async def list_experiments(request: web.Request) -> web.Response:
         raise ProblemError(422, "Invalid query", f"status must be running or stopped, not {status!r}")
     async with request.app[SESSIONS]() as session:
         rows = await store.list_experiments(session, status=status)
-    return _json(ExperimentList(items=[_out(row) for row in rows]))
+    return json_model(ExperimentList(items=[_out(row) for row in rows]))
 
 
 @routes.get("/v1/experiments/{experiment_id}", name="get_experiment")
 async def get_experiment(request: web.Request) -> web.Response:
-    return _json(_out(await _get(request)))
+    return json_model(_out(await _get(request)))
 
 
 @routes.post("/v1/experiments/{experiment_id}/stop", name="stop_experiment")
@@ -103,7 +95,7 @@ async def stop_experiment(request: web.Request) -> web.Response:
         await store.stop_experiment(session, row.id, utcnow())
         stopped = await store.get_experiment(session, row.id)
     assert stopped is not None
-    return _json(_out(stopped))
+    return json_model(_out(stopped))
 
 
 @routes.get("/v1/experiments/{experiment_id}/report", name="experiment_report")
@@ -122,4 +114,4 @@ async def experiment_report(request: web.Request) -> web.StreamResponse:
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="experiment-{spec.id}.csv"'},
         )
-    return _json(ExperimentReport.model_validate(report))
+    return json_model(ExperimentReport.model_validate(report))

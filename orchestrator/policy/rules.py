@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from datetime import time
+from functools import cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -180,6 +181,12 @@ class RuleSet(BaseModel):
     ranking: Ranking = Field(default_factory=lambda: Ranking())
     fallback: Fallback = Field(default_factory=lambda: Fallback())
     holds: Holds = Field(default_factory=lambda: Holds())
+
+
+@cache
+def rules_for(path: Path | None = None) -> RuleSet:
+    """The rule set of ``path``, read once per process (for web handlers that apply case events)."""
+    return load_rules(path)
 
 
 def load_rules(path: Path | None = None) -> RuleSet:
