@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--kind", default="reminder", help="message kind (default reminder)")
     simulate.add_argument("--language", default="nb", help="message language (default nb)")
     simulate.add_argument("--holdout", type=float, default=0.1, help="experiment holdout share (default 0.1)")
-    simulate.add_argument("--render-every", type=int, default=1, help="render every K-th contact (default 1)")
+    simulate.add_argument(
+        "--render-every", type=int, default=10, help="render and check every K-th contact (default 10)"
+    )
     simulate.add_argument("--json", action="store_true", help="the whole result, with the experiment report")
     key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
     key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
