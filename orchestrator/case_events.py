@@ -19,7 +19,9 @@ from orchestrator import contact_log as store
 from orchestrator.models import Case, new_id
 from orchestrator.policy.rules import Holds
 
-HOLDS: Final = {"dispute_raised": "dispute", "bankrupt": "bankruptcy"}
+HOLDS: Final = {"dispute_raised": "dispute", "bankrupt": "bankruptcy", "operator_hold": "operator"}
+# what releases which hold: an operator's release never lifts a dispute or a bankruptcy
+RELEASES: Final = {"dispute_resolved": "dispute", "hold_released": "operator"}
 CLOSES: Final = {"paid_in_full": "paid_in_full", "closed": "case_closed"}
 SOURCES: Final = ("upstream", "operator", "self_service", "inbound_reply")
 
@@ -59,7 +61,9 @@ async def apply(
     # The messages about the hold or the closing themselves (a dispute's acknowledgement, a payment's
     # confirmation) stay where they are: the rule set's [holds] lets them through.
     holds = holds or Holds()
-    if type in HOLDS:
+    if type == "operator_hold" and case.status != "open":
+        pass  # already held for a weightier reason (or closed): the hold is recorded, the status stays
+    elif type in HOLDS:
         out.case_status, reason = "held", HOLDS[type]
         await store.set_case_status(session, case.id, status="held", reason=reason, now=now)
         out.affected = await store.move_case_contacts(
@@ -71,11 +75,11 @@ async def apply(
             now=now,
             except_kinds=holds.sendable_while_held,
         )
-    elif type == "dispute_resolved" and case.status == "held" and case.status_reason == "dispute":
+    elif type in RELEASES and case.status == "held" and case.status_reason == RELEASES[type]:
         out.case_status = "open"
         await store.set_case_status(session, case.id, status="open", reason=None, now=now)
         out.affected = out.resumed = await store.move_case_contacts(
-            session, case.id, from_statuses=("held",), to_status="queued", reason="dispute_resolved", now=now
+            session, case.id, from_statuses=("held",), to_status="queued", reason=type, now=now
         )
     elif type in CLOSES:
         out.case_status, reason = "closed", CLOSES[type]

@@ -228,7 +228,70 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("create-api-key", help="create an API key and print it alone on stdout")
     key.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(auth.SCOPES)}")
     key.add_argument("--name", default=None, help="a label, e.g. the upstream system's name")
+    op = sub.add_parser(
+        "create-operator",
+        help="create a console account (prints a generated password alone on stdout unless one is piped in)",
+    )
+    op.add_argument("username", help="lower-case letters, digits, '.', '_' or '-'")
+    op.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    op.add_argument("--name", default=None, help="the name shown in the console and in timelines")
+    op.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (at least 12 characters)"
+    )
+    op.add_argument("--reset", action="store_true", help="the account exists: set a new password and role")
+    off = sub.add_parser("disable-operator", help="end a console account's sessions and refuse its sign-ins")
+    off.add_argument("username")
     return parser
+
+
+async def _with_sessions(settings: Settings, work: Any) -> Any:
+    await db.upgrade(settings.resolved_database_url)
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        return await work(db.session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+def _create_operator(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.console import accounts
+
+    generated = not args.password_stdin
+    password = accounts.generate_password() if generated else sys.stdin.readline().rstrip("\r\n")
+    try:
+        asyncio.run(
+            _with_sessions(
+                settings,
+                lambda sessions: accounts.create_operator(
+                    sessions,
+                    username=args.username,
+                    role=args.role,
+                    password=password,
+                    display_name=args.name,
+                    reset=args.reset,
+                ),
+            )
+        )
+    except ValueError as exc:
+        print(f"orchestrator create-operator: {exc}", file=sys.stderr)
+        return 2
+    verb = "password reset for" if args.reset else "created"
+    print(f"operator {args.username!r} ({args.role}) {verb}", file=sys.stderr)
+    if generated:
+        print(password)
+    return 0
+
+
+def _disable_operator(settings: Settings, username: str) -> int:
+    from orchestrator.console import accounts
+
+    try:
+        asyncio.run(_with_sessions(settings, lambda s: accounts.disable_operator(s, username)))
+    except ValueError as exc:
+        print(f"orchestrator disable-operator: {exc}", file=sys.stderr)
+        return 2
+    print(f"operator {username!r} disabled; their sessions have ended", file=sys.stderr)
+    return 0
 
 
 def _lint_templates(settings: Settings, root: Path | None, languages: list[str] | None) -> int:
@@ -326,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         name = args.name or f"key-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
         print(asyncio.run(_create_api_key(settings, scopes, name)))
+    elif command == "create-operator":
+        return _create_operator(settings, args)
+    elif command == "disable-operator":
+        return _disable_operator(settings, args.username)
     return 0
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Table, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orchestrator import search_terms
 from orchestrator.models import (
     ApiKey,
     Attempt,
@@ -26,6 +27,7 @@ from orchestrator.models import (
     ChatLink,
     Contact,
     Debtor,
+    DebtorSearchTerm,
     OperatorTask,
     ReturnedLetter,
     TimelineEvent,
@@ -125,7 +127,13 @@ async def upsert_debtors(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
         },
     )
     for chunk in _chunks(rows):
-        await session.execute(stmt, list(chunk))
+        # ``ref`` is only taken on insert: a debtor keeps the one it got first
+        await session.execute(stmt, [{"ref": new_id(), **row} for row in chunk])
+        ids = [row["id"] for row in chunk]
+        await session.execute(delete(DebtorSearchTerm).where(DebtorSearchTerm.debtor_id.in_(ids)))
+        terms = search_terms.rows_for(chunk)
+        if terms:
+            await session.execute(_insert(session, DebtorSearchTerm).on_conflict_do_nothing(), terms)
 
 
 async def upsert_cases(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -40,6 +40,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def ulid_floor(moment: datetime) -> str:
+    """The smallest ULID of ``moment``'s millisecond: a time range over ids is a range over the primary
+    key."""
+    value = int(moment.timestamp() * 1000) << 80
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, aware UTC datetimes out, on every backend."""
 
@@ -96,6 +103,8 @@ class Debtor(Base):
 
     __tablename__ = "debtors"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # ours, opaque: the console's URLs name a debtor by it, since upstream's id may carry personal data
+    ref: Mapped[str] = mapped_column(String(26), unique=True)
     type: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(300))
     national_id: Mapped[str | None] = mapped_column(String(11))
@@ -158,6 +167,10 @@ class Contact(Base):
         Index("ix_contacts_case_id_id", "case_id", "id"),
         Index("ix_contacts_status_updated_at", "status", "updated_at"),
         Index("ix_contacts_status_send_at", "status", "send_at"),
+        # the console's search: each filter with newest first (ids are time-ordered)
+        Index("ix_contacts_status_id", "status", "id"),
+        Index("ix_contacts_kind_id", "kind", "id"),
+        Index("ix_contacts_channel_id", "channel", "id"),
     )
 
 
@@ -268,6 +281,9 @@ class OperatorTask(Base):
     detail: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
+    # who closed it in the console, and how: {operator, outcome, note}
+    resolution: Mapped[dict[str, Any] | None]
+    __table_args__ = (Index("ix_operator_tasks_resolved_at_id", "resolved_at", "id"),)
 
 
 class ReturnedLetter(Base):
@@ -315,3 +331,66 @@ class ExperimentAssignment(Base):
         Index("uq_experiment_assignments_experiment_id_debtor_id", "experiment_id", "debtor_id", unique=True),
         Index("ix_experiment_assignments_experiment_id_exposed_at", "experiment_id", "exposed_at"),
     )
+
+
+class DebtorSearchTerm(Base):
+    """Normalised words of a debtor's name, phones (E.164) and e-mails, so the console finds a debtor by
+    any of them with an indexed prefix range on both backends: ``n:nordmann``, ``p:+4791234567``,
+    ``e:kari@example.no``. Rewritten whenever upstream sends the debtor again."""
+
+    __tablename__ = "debtor_search_terms"
+    term: Mapped[str] = mapped_column(String(330), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class Operator(Base):
+    """A person who uses the console. Roles: viewer (reads), operator (also acts on cases), admin (also sees
+    the console's access log). Accounts are made with ``orchestrator create-operator``."""
+
+    __tablename__ = "operators"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    # scrypt, with its parameters and salt: "scrypt$n$r$p$salt$hash"
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in console session. Only the SHA-256 of the cookie's token is stored."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ConsoleSearch(Base):
+    """A console search's criteria, kept server-side so that names, phones and e-mails never go into a URL;
+    the URL carries only this unguessable id, valid for the operator who made it."""
+
+    __tablename__ = "console_searches"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(String(26))
+    criteria: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ConsoleAudit(Base):
+    """Who did or looked at what in the console: sign-ins (and refused ones), searches, timelines, previews,
+    exports and every action. Actions on a case are in the debtor's timeline as well."""
+
+    __tablename__ = "console_audit"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    operator_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(60))
+    debtor_id: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]]

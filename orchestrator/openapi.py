@@ -307,8 +307,8 @@ def build_openapi(app: web.Application, scopes: dict[str, str]) -> dict[str, Any
 
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
-        if route.method == "HEAD" or route.name is None:
-            continue
+        if route.method == "HEAD" or route.name is None or route.name.startswith("console_"):
+            continue  # the console is HTML for people, not part of the API
         op = OPERATIONS.get(route.name)
         if op is None:
             raise RuntimeError(f"route {route.name!r} has no OpenAPI entry in orchestrator/openapi.py")

@@ -51,6 +51,25 @@ class Settings(BaseSettings):
         description="One-click unsubscribe links (List-Unsubscribe of non-statutory e-mail) expire then.",
     )
 
+    # Operator console
+    console_secure_cookies: bool = Field(
+        True,
+        description="Mark the console's cookies Secure (sent over HTTPS only; browsers also allow them on "
+        "http://localhost). Turn off only for a console reached over plain HTTP on another host in a lab.",
+    )
+    console_session_idle_s: int = Field(
+        1800, ge=60, description="A console session ends after this long without a request."
+    )
+    console_session_max_s: int = Field(
+        43200, ge=300, description="A console session ends this long after sign-in, however busy."
+    )
+    console_login_max_failures: int = Field(
+        5, ge=1, description="Failed sign-ins per username (and 4x that per client address) per window."
+    )
+    console_login_window_s: int = Field(
+        900, ge=1, description="The window of the sign-in limit; sign-in is refused until it passes."
+    )
+
     # Logging
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
     log_format: Literal["console", "json"] = Field("console", description="`json` for log shippers.")

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from orchestrator import api, metrics, queue, selfservice, unsubscribe
+from orchestrator import api, console, metrics, queue, selfservice, unsubscribe
 from orchestrator.appkeys import ENGINE, KEYS, OPENAPI, REDIS, SESSIONS, SETTINGS
 from orchestrator.auth import KeyCache
 from orchestrator.db import create_engine, session_factory
@@ -110,7 +110,8 @@ async def openapi_view(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app = web.Application(
-        middlewares=[problems_middleware, auth_middleware], client_max_size=api.MAX_BODY_BYTES
+        middlewares=[problems_middleware, auth_middleware, console.middleware],
+        client_max_size=api.MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
     app[KEYS] = KeyCache()
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app.router.add_routes(selfservice.routes)
     app.router.add_routes(unsubscribe.routes)
     app.router.add_routes(ingress.routes)
+    console.setup(app)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics_view, name="metrics")

@@ -1,0 +1,106 @@
+"""Signing in: accounts, sessions, cookies, the sign-in limit, CSRF on the sign-in form, sign-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from orchestrator.models import ConsoleAudit
+from tests.console.conftest import PASSWORDS, signed_in
+
+
+async def test_a_page_of_the_console_sends_a_signed_out_browser_to_sign_in(console_factory: Any) -> None:
+    console = await console_factory()
+    response = await console.get("/console/search", allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/console/login"
+
+
+async def test_sign_in_sets_a_secure_session_cookie_and_shows_who_is_signed_in(
+    console_factory: Any, operators: dict[str, str]
+) -> None:
+    console = await console_factory()
+    await console.get("/console/login")
+    response = await console.post(
+        "/console/login", {"username": "otto", "password": PASSWORDS["otto"]}, allow_redirects=False
+    )
+    assert response.status == 303
+    cookie = next(v for k, v in response.headers.items() if k == "Set-Cookie" and "orch_console=" in v)
+    for attribute in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/console"):
+        assert attribute in cookie
+    page = await console.page("/console/search")
+    assert "otto (operator)" in page
+    for header, value in {
+        "X-Frame-Options": "SAMEORIGIN",
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+    }.items():
+        assert (await console.get("/console/search")).headers[header] == value
+    assert "script-src" not in (await console.get("/console/search")).headers["Content-Security-Policy"]
+
+
+async def test_a_wrong_password_is_refused_and_logged_without_the_password(
+    console_factory: Any, operators: dict[str, str], sessions: Any
+) -> None:
+    console = await console_factory()
+    response = await console.sign_in("otto", "not-the-password-at-all")
+    assert response.status == 401
+    assert "Wrong username or password" in await response.text()
+    response = await console.sign_in("nobody", "not-the-password-at-all")
+    assert response.status == 401
+    async with sessions() as session:
+        rows = list((await session.execute(select(ConsoleAudit))).scalars())
+    assert [r.action for r in rows] == ["login_failed", "login_failed"]
+    assert all("not-the-password" not in str(r.detail) for r in rows)
+
+
+async def test_after_five_failures_even_the_right_password_waits(
+    console_factory: Any, operators: dict[str, str]
+) -> None:
+    console = await console_factory()
+    for _ in range(5):
+        assert (await console.sign_in("otto", "wrong-password-here")).status == 401
+    response = await console.sign_in("otto")
+    assert response.status == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert "Too many failed sign-ins" in await response.text()
+    # another account from another browser is not locked by otto's failures
+    other = await signed_in(console_factory, "vera")
+    assert "vera (viewer)" in await other.page("/console/search")
+
+
+async def test_the_sign_in_form_without_its_csrf_token_is_refused(
+    console_factory: Any, operators: dict[str, str]
+) -> None:
+    console = await console_factory()
+    await console.get("/console/login")
+    response = await console.post(
+        "/console/login", {"username": "otto", "password": PASSWORDS["otto"]}, csrf=False
+    )
+    assert response.status == 403
+    assert "CSRF" in await response.text()
+    assert (await console.get("/console/search", allow_redirects=False)).status == 303
+
+
+async def test_sign_out_ends_the_session_on_the_server(
+    console_factory: Any, operators: dict[str, str]
+) -> None:
+    console = await signed_in(console_factory, "otto")
+    cookies = {c.key: c.value for c in console.client.session.cookie_jar}
+    response = await console.post("/console/logout", allow_redirects=False)
+    assert response.status == 303
+    # the old cookie, replayed, no longer opens anything
+    replay = await console_factory()
+    replay.client.session.cookie_jar.update_cookies(cookies)
+    assert (await replay.get("/console/search", allow_redirects=False)).status == 303
+
+
+async def test_a_post_from_another_site_is_refused_even_with_the_token(
+    console_factory: Any, operators: dict[str, str]
+) -> None:
+    console = await signed_in(console_factory, "otto")
+    await console.page("/console/search")
+    response = await console.post("/console/logout", headers={"Origin": "https://evil.example"})
+    assert response.status == 403
+    assert "otto (operator)" in await console.page("/console/search")
