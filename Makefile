@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BROWSER_STAMP := tests/browser/node_modules/.installed
 
 .PHONY: install demo run test check lint typecheck bench clean
 
@@ -16,6 +17,11 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 
 install: $(STAMP)
 
+# Chromium (Debian's) and playwright-core for the console's browser tests.
+$(BROWSER_STAMP): tests/browser/package-lock.json scripts/install-browser.sh
+	bash scripts/install-browser.sh
+	touch $(BROWSER_STAMP)
+
 ## Run the orchestrator on embedded defaults, enqueue a sample portfolio, print where to look (Ctrl-C stops).
 demo: $(STAMP)
 	$(BIN)/orchestrator demo
@@ -23,9 +29,9 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/orchestrator run
 
-## The test suite (real Redis, SQLite or PostgreSQL, a real SMTP server).
-test: $(STAMP)
-	$(BIN)/pytest
+## The test suite (real Redis, SQLite or PostgreSQL, a real SMTP server, a real browser for the console).
+test: $(STAMP) $(BROWSER_STAMP)
+	ORCH_BROWSER_TESTS=required $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -41,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .orchestrator .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .orchestrator .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules test-artifacts

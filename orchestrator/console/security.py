@@ -42,7 +42,9 @@ PUBLIC: Final = frozenset({"console_login", "console_login_submit", "console_sta
 _TOUCH_EVERY: Final = timedelta(seconds=60)
 HEADERS: Final[Mapping[str, str]] = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on form posts, and the
+    # origin check below needs the real one (console URLs carry no personal data, so the referrer is harmless)
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "SAMEORIGIN",
     "X-Robots-Tag": "noindex, nofollow",
@@ -169,9 +171,11 @@ async def _form_token(request: web.Request) -> str:
 
 
 def _same_origin(request: web.Request) -> bool:
+    """False only for a post that names another site as its origin; a missing or opaque ("null") origin
+    (older browsers, privacy settings) leaves the decision to the token."""
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
-        return origin is None  # "null" comes from sandboxed frames and redirects across sites
+        return True
     return origin.split("://", 1)[-1] == request.host
 
 
@@ -226,7 +230,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             if not operator.may(needed):
                 await pages.audit(request, "refused", route=name, needed=needed)
                 raise web.HTTPForbidden(
-                    text=f"This needs the role {needed!r}; you are signed in as {operator.role!r}. "
+                    text=f"This needs the role “{needed}”; you are signed in as “{operator.role}”. "
                     "Nothing was changed."
                 )
             if request.method not in ("GET", "HEAD"):

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from orchestrator import auth, db, runtime
 from orchestrator.carrier_jobs import BAD_ADDRESS_REASONS
+from orchestrator.console import accounts
 from orchestrator.logs import get_logger
 from orchestrator.sandbox import digipost, linkmobility, registries, twilio
 from orchestrator.sandbox.print_provider import PrintProviderSandbox, ReturnedLetter, serve_print_sandbox
@@ -247,9 +248,20 @@ async def _run(settings: Settings, exit_when_done: bool, sandboxes: Sandboxes) -
                     name=f"demo-{uuid.uuid4().hex[:8]}",
                     scopes=["contacts:write", "contacts:read", "cases:write"],
                 )
+                # an administrator for the console, with a new password on every run
+                password = accounts.generate_password()
+                await accounts.create_operator(
+                    db.session_factory(engine),
+                    username="demo",
+                    role="admin",
+                    password=password,
+                    display_name="Demo administrator",
+                    reset=True,
+                )
             finally:
                 await engine.dispose()
             ok = await _drive(settings, handle.url, key, sandboxes)
+            _out(f"  operator console: {handle.url}/console/ — sign in as 'demo' with password {password}")
             if exit_when_done:
                 return 0 if ok else 1
             _out(f"\nThe orchestrator keeps running on {handle.url} — press Ctrl-C to stop.")

@@ -34,7 +34,7 @@ async def test_sign_in_sets_a_secure_session_cookie_and_shows_who_is_signed_in(
     for header, value in {
         "X-Frame-Options": "SAMEORIGIN",
         "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
     }.items():
         assert (await console.get("/console/search")).headers[header] == value
     assert "script-src" not in (await console.get("/console/search")).headers["Content-Security-Policy"]
