@@ -126,6 +126,9 @@ async def upsert_debtors(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
             "updated_at": stmt.excluded.updated_at,
         },
     )
+    # render_nulls: every row is one statement shape, so a batch goes out as one executemany; without it the
+    # ORM groups rows by which columns are None (a national id here, none there) and sends many statements
+    stmt = stmt.execution_options(render_nulls=True)
     for chunk in _chunks(rows):
         # ``ref`` is only taken on insert: a debtor keeps the one it got first
         await session.execute(stmt, [{"ref": new_id(), **row} for row in chunk])
@@ -148,7 +151,7 @@ async def upsert_cases(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
             "details": stmt.excluded.details,
             "updated_at": stmt.excluded.updated_at,
         },
-    )
+    ).execution_options(render_nulls=True)
     for chunk in _chunks(rows):
         await session.execute(stmt, list(chunk))
 
@@ -157,7 +160,11 @@ async def insert_contacts(session: AsyncSession, rows: Sequence[dict[str, Any]])
     """Insert new contacts; a key that a concurrent request already took is skipped, not an error."""
     if not rows:
         return
-    stmt = _insert(session, Contact).on_conflict_do_nothing(index_elements=[Contact.idempotency_key])
+    stmt = (
+        _insert(session, Contact)
+        .on_conflict_do_nothing(index_elements=[Contact.idempotency_key])
+        .execution_options(render_nulls=True)
+    )
     for chunk in _chunks(rows):
         await session.execute(stmt, list(chunk))
 

@@ -339,7 +339,10 @@ class DebtorSearchTerm(Base):
     ``e:kari@example.no``. Rewritten whenever upstream sends the debtor again."""
 
     __tablename__ = "debtor_search_terms"
-    term: Mapped[str] = mapped_column(String(330), primary_key=True)
+    # byte order on PostgreSQL whatever the database's collation, so that a prefix is one contiguous range
+    term: Mapped[str] = mapped_column(
+        String(330).with_variant(String(330, collation="C"), "postgresql"), primary_key=True
+    )
     debtor_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
 
 

@@ -114,7 +114,8 @@ async def test_every_route_is_documented_and_every_operation_served(
     served = {
         (route.resource.canonical, route.method.lower())
         for route in client.server.app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD"
+        and route.resource is not None
         # the console is HTML pages for operators, not the API
         and not (route.name or "").startswith("console_")
     }

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from channels import letter
 from orchestrator.console import actions, admin, debtors, login, preview, reports, search, security, tasks
 
 MODULES = (login, search, debtors, preview, actions, tasks, reports, admin)
 middleware = security.console_middleware
 
 
+async def _close_renderer(_app: web.Application) -> None:
+    # a letter preview may have started the PDF render pool in this web process
+    await letter.close_default_renderer()
+
+
 def setup(app: web.Application) -> None:
+    app.on_cleanup.append(_close_renderer)
     roles: dict[str, str] = {}
     for module in MODULES:
         app.router.add_routes(module.routes)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import contact_log
@@ -37,6 +38,8 @@ SESSION_ID: Final = web.RequestKey("console_session_id", str)
 
 
 def _finalize(value: Any) -> Any:
+    if isinstance(value, Markup):  # markup we built stays markup (a national id in it is masked all the same)
+        return Markup(redact_national_ids(str(value)))  # noqa: S704 - masking puts in only digits and "*"
     return redact_national_ids(value) if isinstance(value, str) else value
 
 
@@ -106,6 +109,11 @@ def csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence[A
     )
 
 
+def csv_cells(row: Sequence[Any]) -> list[str]:
+    """One row's cells exactly as :func:`csv_response` writes them, for a CSV streamed in chunks."""
+    return [_cell(v) for v in row]
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -113,6 +121,8 @@ def _cell(value: Any) -> str:
         return value.astimezone(OSLO).isoformat(timespec="seconds")
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return str(value)  # a number is no formula, negative or not
     text = redact_national_ids(str(value))
     if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
         text = "'" + text

@@ -50,7 +50,7 @@ try {
   await shot(page, 'signed-in');
 
   await page.fill('[data-testid=search-form] input[name=name]', input.search_name);
-  await Promise.all([page.waitForSelector('[data-testid=results]'), page.click('[data-testid=search-submit]')]);
+  await Promise.all([page.waitForURL(/\/console\/search\/[^/]+$/), page.click('[data-testid=search-submit]')]);
   const rows = await page.locator('[data-testid=result-row]').count();
   out.result_rows = rows;
   check(rows === input.expected_rows, `the search for "${input.search_name}" should list ${input.expected_rows} contacts, lists ${rows}`);
@@ -61,7 +61,7 @@ try {
   out.csv_filename = download.suggestedFilename();
   out.csv = readFileSync(await download.path(), 'utf8');
 
-  await Promise.all([page.waitForSelector('[data-testid=timeline]'), page.locator('[data-testid=debtor-link]').first().click()]);
+  await Promise.all([page.waitForURL('**/console/debtors/*'), page.locator('[data-testid=debtor-link]').first().click()]);
   const debtorUrl = page.url();
   out.debtor_url = debtorUrl;
   out.timeline_entries = await page.locator('[data-testid=timeline-entry]').count();
@@ -71,9 +71,9 @@ try {
 
   // the letter that was sent: its contact, then its preview
   const letterRow = page.locator('[data-testid=contact-row]', { hasText: 'letter' }).first();
-  await Promise.all([page.waitForSelector('[data-testid=decision]'), letterRow.locator('a').first().click()]);
+  await Promise.all([page.waitForURL('**/console/contacts/*'), letterRow.locator('a').first().click()]);
   await shot(page, 'contact');
-  await Promise.all([page.waitForSelector('[data-testid=preview]'), page.locator('[data-testid=preview-link]').first().click()]);
+  await Promise.all([page.waitForURL('**/preview'), page.locator('[data-testid=preview-link]').first().click()]);
   const pdfUrl = await page.getAttribute('[data-testid=letter-pdf]', 'data');
   const pdf = await page.request.get(new URL(pdfUrl, page.url()).toString());
   const body = await pdf.body();
@@ -89,7 +89,7 @@ try {
   check(await held.count() === 1, 'the disputed case should show as held');
   await page.fill('[data-testid=resolve-dispute] textarea[name=note]', input.resolve_note);
   await shot(page, 'before-resolve');
-  await Promise.all([page.waitForSelector('[data-testid=done]'), page.click('[data-testid=resolve-dispute] button[type=submit]')]);
+  await Promise.all([page.waitForURL('**done=dispute_resolved'), page.click('[data-testid=resolve-dispute] button[type=submit]')]);
   out.done_text = await page.textContent('[data-testid=done]');
   out.case_status_after = await page.getAttribute('[data-testid=case]', 'data-case-status');
   await shot(page, 'dispute-resolved');

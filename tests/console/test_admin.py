@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,8 @@ async def test_create_operator_prints_a_password_that_signs_in(
 async def test_create_operator_refuses_a_short_password_and_an_unknown_role(
     settings: Settings, sessions: Any, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
-    short = subprocess.run(
+    short = await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",

@@ -42,7 +42,11 @@ def upgrade() -> None:
 
     op.create_table(
         "debtor_search_terms",
-        sa.Column("term", sa.String(length=330), nullable=False),
+        sa.Column(
+            "term",
+            sa.String(length=330).with_variant(sa.String(length=330, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("debtor_id", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("term", "debtor_id", name=op.f("pk_debtor_search_terms")),
     )
