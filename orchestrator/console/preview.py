@@ -36,7 +36,7 @@ from channels.sms.encoding import (
 )
 from orchestrator.appkeys import SESSIONS, SETTINGS
 from orchestrator.console import debtor_store, pages
-from orchestrator.console.debtors import cap, channel_words, status_class, words
+from orchestrator.console.timeline_words import cap, channel_words, status_class, words
 from orchestrator.logs import get_logger
 from orchestrator.models import Attempt, Contact
 from orchestrator.rendering import content_sha256
