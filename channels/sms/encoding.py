@@ -25,9 +25,11 @@ __all__ = [
     "GSM7_SINGLE_SEGMENT_SEPTETS",
     "UCS2_MULTI_SEGMENT_UNITS",
     "UCS2_SINGLE_SEGMENT_UNITS",
+    "Segment",
     "SmsEncoding",
     "analyse",
     "is_gsm7",
+    "split",
 ]
 
 # The GSM 03.38 default alphabet, basic character set, in code point order 0x00-0x7F. 0x1B (the escape to
@@ -62,6 +64,40 @@ def is_gsm7(text: str) -> bool:
     return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One message on the wire of a (concatenated) SMS: its text and its units."""
+
+    text: str
+    units: int
+
+
+def _plan(text: str) -> tuple[Literal["GSM-7", "UCS-2"], list[int], int, int]:
+    """The encoding, each character's cost in units, and the capacity of one and of each of many segments."""
+    if is_gsm7(text):
+        costs = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        return "GSM-7", costs, GSM7_SINGLE_SEGMENT_SEPTETS, GSM7_MULTI_SEGMENT_SEPTETS
+    costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+    return "UCS-2", costs, UCS2_SINGLE_SEGMENT_UNITS, UCS2_MULTI_SEGMENT_UNITS
+
+
+def split(text: str) -> tuple[Literal["GSM-7", "UCS-2"], list[Segment]]:
+    """The encoding of ``text`` and the segments a carrier sends it in, split where :func:`analyse` counts
+    (an escape pair or a surrogate pair is never split): what the operator console shows as billed."""
+    encoding, costs, single, per_segment = _plan(text)
+    if sum(costs) <= single:
+        return encoding, [Segment(text, sum(costs))]
+    parts: list[Segment] = []
+    start = used = 0
+    for index, cost in enumerate(costs):
+        if used + cost > per_segment:
+            parts.append(Segment(text[start:index], used))
+            start, used = index, 0
+        used += cost
+    parts.append(Segment(text[start:], used))
+    return encoding, parts
+
+
 def _segments(costs: list[int], single: int, per_segment: int) -> int:
     """How many segments a splitter fills with these indivisible pieces (characters, by their cost)."""
     total = sum(costs)
@@ -78,16 +114,5 @@ def _segments(costs: list[int], single: int, per_segment: int) -> int:
 
 def analyse(text: str) -> SmsEncoding:
     """The encoding, length in units and number of segments of ``text`` as an SMS."""
-    if is_gsm7(text):
-        costs = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
-        return SmsEncoding(
-            "GSM-7",
-            sum(costs),
-            _segments(costs, GSM7_SINGLE_SEGMENT_SEPTETS, GSM7_MULTI_SEGMENT_SEPTETS),
-        )
-    costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-    return SmsEncoding(
-        "UCS-2",
-        sum(costs),
-        _segments(costs, UCS2_SINGLE_SEGMENT_UNITS, UCS2_MULTI_SEGMENT_UNITS),
-    )
+    encoding, costs, single, per_segment = _plan(text)
+    return SmsEncoding(encoding, sum(costs), _segments(costs, single, per_segment))

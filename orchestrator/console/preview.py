@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,14 +24,7 @@ from aiohttp import web
 
 from channels.base import ChannelError
 from channels.letter import letter_reference, render_pdf
-from channels.sms.encoding import (
-    GSM7_EXTENSION,
-    GSM7_MULTI_SEGMENT_SEPTETS,
-    GSM7_SINGLE_SEGMENT_SEPTETS,
-    UCS2_MULTI_SEGMENT_UNITS,
-    UCS2_SINGLE_SEGMENT_UNITS,
-    analyse,
-)
+from channels.sms import encoding as sms_encoding
 from orchestrator.appkeys import SESSIONS, SETTINGS
 from orchestrator.console import debtor_store, pages
 from orchestrator.console.timeline_words import cap, channel_words, status_class, words
@@ -62,46 +53,6 @@ _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 FROM_FILE: Final = "file"
 RENDERED: Final = "rendered"
-
-
-# ------------------------------------------------------------------------------------------- SMS segments
-
-
-@dataclass(frozen=True)
-class Segment:
-    text: str
-    units: int
-
-
-def sms_segments(text: str) -> tuple[str, list[Segment]]:
-    """The encoding of ``text`` and its segments, split as :func:`channels.sms.encoding.analyse` counts them
-    (an escape pair or a surrogate pair never split), so the page shows what the carrier bills."""
-    found = analyse(text)
-    cost: Callable[[str], int]
-    if found.encoding == "GSM-7":
-        single, per_segment = GSM7_SINGLE_SEGMENT_SEPTETS, GSM7_MULTI_SEGMENT_SEPTETS
-
-        def cost(ch: str) -> int:
-            return 2 if ch in GSM7_EXTENSION else 1
-    else:
-        single, per_segment = UCS2_SINGLE_SEGMENT_UNITS, UCS2_MULTI_SEGMENT_UNITS
-
-        def cost(ch: str) -> int:
-            return 2 if ord(ch) > 0xFFFF else 1
-
-    if found.units <= single:
-        return found.encoding, [Segment(text, found.units)]
-    parts: list[Segment] = []
-    current: list[str] = []
-    used = 0
-    for ch in text:
-        if used + cost(ch) > per_segment:
-            parts.append(Segment("".join(current), used))
-            current, used = [], 0
-        current.append(ch)
-        used += cost(ch)
-    parts.append(Segment("".join(current), used))
-    return found.encoding, parts
 
 
 # ------------------------------------------------------------------------------------------- letter PDFs
@@ -153,7 +104,7 @@ async def console_preview(request: web.Request) -> web.Response:
     content: dict[str, Any] = attempt.content or {}
     context: dict[str, Any] = {}
     if attempt.channel in TEXT_CHANNELS:
-        encoding, segments = sms_segments(str(content.get("text") or ""))
+        encoding, segments = sms_encoding.split(str(content.get("text") or ""))
         context.update(encoding=encoding, segments=segments)
     if attempt.channel in LETTER_CHANNELS:
         path = await asyncio.to_thread(sent_pdf, request.app[SETTINGS], attempt, contact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.sms.encoding import GSM7_BASIC, GSM7_EXTENSION, SmsEncoding, analyse, is_gsm7
+from channels.sms.encoding import GSM7_BASIC, GSM7_EXTENSION, SmsEncoding, analyse, is_gsm7, split
 
 EMOJI = "\U0001f600"  # 😀: outside the Basic Multilingual Plane, a surrogate pair in UTF-16
 
@@ -77,3 +77,25 @@ def test_alphabet_tables() -> None:
     assert not GSM7_BASIC & GSM7_EXTENSION
     assert set("æøåÆØÅ") <= GSM7_BASIC
     assert set("^{}\\[~]|€") <= GSM7_EXTENSION
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "lengths"),
+    [
+        ("Hei Kari, betal innen fredag.", "GSM-7", [29]),
+        ("æøå ÆØÅ " * 20, "GSM-7", [160]),
+        ("a" * 161, "GSM-7", [153, 8]),
+        # an escape pair (€ costs two septets) is never split: it starts the next segment whole
+        ("a" * 152 + "€" + "b" * 10, "GSM-7", [152, 12]),
+        ("Hei 👋 " * 12, "UCS-2", [67, 17]),
+        # so is a surrogate pair (an emoji costs two UTF-16 units)
+        ("a" * 66 + "👋" + "b" * 10, "UCS-2", [66, 12]),
+        ("ф" * 70, "UCS-2", [70]),
+    ],
+)
+def test_segments_are_split_as_the_carrier_bills_them(text: str, encoding: str, lengths: list[int]) -> None:
+    found, segments = split(text)
+    assert found == encoding == analyse(text).encoding
+    assert [s.units for s in segments] == lengths
+    assert len(segments) == analyse(text).segments
+    assert "".join(s.text for s in segments) == text

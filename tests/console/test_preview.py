@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from channels.letter import close_default_renderer
 from channels.sms.encoding import analyse
-from orchestrator.console.preview import EMAIL_CSP, sms_segments
+from orchestrator.console.preview import EMAIL_CSP
 from orchestrator.models import ConsoleAudit
 from orchestrator.settings import Settings
 from orchestrator.web import create_app
@@ -141,28 +141,6 @@ async def test_the_sms_preview_shows_the_text_the_carrier_got_its_encoding_and_e
     assert_no_personal_data_in_urls(page, payload)
     # an SMS has no HTML part
     assert (await otto.get(f"/console/attempts/{attempt['id']}/email.html")).status == 404
-
-
-@pytest.mark.parametrize(
-    ("text", "encoding", "lengths"),
-    [
-        ("Hei Kari, betal innen fredag.", "GSM-7", [29]),
-        ("æøå ÆØÅ " * 20, "GSM-7", [160]),
-        ("a" * 161, "GSM-7", [153, 8]),
-        # an escape pair (€ costs two septets) is never split: it starts the next segment whole
-        ("a" * 152 + "€" + "b" * 10, "GSM-7", [152, 12]),
-        ("Hei 👋 " * 12, "UCS-2", [67, 17]),
-        # so is a surrogate pair (an emoji costs two UTF-16 units)
-        ("a" * 66 + "👋" + "b" * 10, "UCS-2", [66, 12]),
-        ("ф" * 70, "UCS-2", [70]),
-    ],
-)
-def test_segments_are_split_as_the_carrier_bills_them(text: str, encoding: str, lengths: list[int]) -> None:
-    found, segments = sms_segments(text)
-    assert found == encoding == analyse(text).encoding
-    assert [s.units for s in segments] == lengths
-    assert len(segments) == analyse(text).segments
-    assert "".join(s.text for s in segments) == text
 
 
 # ----------------------------------------------------------------------------------------------- letters
