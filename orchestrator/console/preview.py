@@ -3,7 +3,9 @@ must be shown).
 
 - E-mail: the subject, the text part, and the HTML part in a sandboxed frame whose own response forbids
   scripts and every network request (``EMAIL_CSP``), so a message can neither run code in the console nor
-  tell anyone that it was looked at.
+  tell anyone that it was looked at. The preview page lets its frame show only that HTML (``frame-src`` with
+  the path): a click on the message's self-service link inside the frame is blocked, so looking at a debtor's
+  e-mail never opens their page in their name (which would be recorded as the debtor's own visit).
 - SMS and chat links: the text, its encoding, and each segment as the carrier bills it.
 - Letters and digital-mailbox letters: the PDF. The very file that went out when it is still where this
   process can read it (the outbox, or the print provider's drop folder); otherwise the stored HTML rendered
@@ -26,7 +28,7 @@ from channels.base import ChannelError
 from channels.letter import letter_reference, render_pdf
 from channels.sms import encoding as sms_encoding
 from orchestrator.appkeys import SESSIONS, SETTINGS
-from orchestrator.console import debtor_store, pages
+from orchestrator.console import debtor_store, pages, security
 from orchestrator.console.timeline_words import cap, channel_words, status_class, words
 from orchestrator.logs import get_logger
 from orchestrator.models import Attempt, Contact
@@ -110,7 +112,7 @@ async def console_preview(request: web.Request) -> web.Response:
         path = await asyncio.to_thread(sent_pdf, request.app[SETTINGS], attempt, contact)
         context["letter_source"] = FROM_FILE if path is not None else RENDERED
     await pages.audit(request, "preview", debtor_id=debtor.id, attempt_id=attempt.id, contact_id=contact.id)
-    return pages.render(
+    response = pages.render(
         request,
         "preview.html",
         attempt=attempt,
@@ -128,6 +130,11 @@ async def console_preview(request: web.Request) -> web.Response:
         cap=cap,
         **context,
     )
+    frame = f"{request.scheme}://{request.host}/console/attempts/{attempt.id}/email.html"
+    response.headers["Content-Security-Policy"] = security.HEADERS["Content-Security-Policy"].replace(
+        "default-src 'self';", f"default-src 'self'; frame-src {frame};"
+    )
+    return response
 
 
 @routes.get("/console/attempts/{attempt_id}/email.html", name="console_preview_email_html")

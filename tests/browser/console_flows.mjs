@@ -83,6 +83,22 @@ try {
   out.pdf_bytes = body.length;
   await shot(page, 'letter-preview');
 
+  // the e-mail as sent: a click on its self-service link inside the preview must not open the debtor's page
+  await page.goto(debtorUrl);
+  const mailRow = page.locator('[data-testid=contact-row]', { hasText: 'e-mail' }).first();
+  await Promise.all([page.waitForURL('**/console/contacts/*'), mailRow.locator('a').first().click()]);
+  await Promise.all([page.waitForURL('**/preview'), page.locator('[data-testid=preview-link]').first().click()]);
+  const mailFrame = page.frameLocator('[data-testid=email-html]');
+  const link = mailFrame.locator('a[href*="/s/"]').first();
+  out.email_link_clicked = (await link.count()) === 1;
+  if (out.email_link_clicked) {
+    await link.click();
+    await page.waitForTimeout(1000);
+  }
+  const frameElement = await page.$('[data-testid=email-html]');
+  out.frame_url_after_click = (await frameElement.contentFrame()).url();
+  await shot(page, 'email-preview');
+
   // resolve the dispute from the debtor's page
   await page.goto(debtorUrl);
   const held = page.locator('[data-testid=case][data-case-status=held]');

@@ -71,22 +71,39 @@ async def _post_json(http: aiohttp.ClientSession, url: str, key: str, body: dict
 
 
 async def test_an_operator_and_a_viewer_in_a_real_browser(
-    settings: Settings, sessions: Any, api_key: str
+    smtp_settings: Settings, sessions: Any, api_key: str
 ) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    # self-service links on the console's own origin, as in `make demo`: the hardest case for the preview
+    settings = smtp_settings.model_copy(update={"public_base_url": base})
     for username, password in PASSWORDS.items():
         role = "operator" if username == "otto" else "viewer"
         await accounts.create_operator(sessions, username=username, role=role, password=password)
     assert settings.redis_url is not None
-    port = _free_port()
     server = TestServer(create_app(settings, redis_url=settings.redis_url), host="127.0.0.1", port=port)
     await server.start_server()
-    base = f"http://127.0.0.1:{port}"
     debtor = {"debtor__name": NAME, "debtor__national_id": NATIONAL_ID}
     try:
         async with aiohttp.ClientSession() as http:
             # a letter that goes out, then a second contact that the debtor's dispute holds
             letter = await _post_json(
                 http, f"{base}/v1/contacts", api_key, contact_payload(7, channel="letter", **debtor)
+            )
+            mail = await _post_json(
+                http,
+                f"{base}/v1/contacts",
+                api_key,
+                # a plan offer without a fee: R10 allows two fee-bearing messages a claim, and the held
+                # reminder must stay lawful when the dispute is resolved
+                contact_payload(
+                    7,
+                    kind="payment_plan_offer",
+                    channel="email",
+                    idempotency_key="eksempel-as/inv-7/plan-offer-mail",
+                    case__costs=[],
+                    **debtor,
+                ),
             )
             await drain(settings, clock=open_clock())
             second = contact_payload(7, idempotency_key="eksempel-as/inv-7/reminder-2", **debtor)
@@ -101,6 +118,10 @@ async def test_an_operator_and_a_viewer_in_a_real_browser(
             sent = await store.get_contact(session, letter["id"])
             waiting = await store.get_contact(session, held["id"])
         assert sent is not None and sent.status == "sent" and sent.channel == "letter"
+        async with sessions() as session:
+            mailed = await store.get_contact(session, mail["id"])
+        assert mailed is not None
+        assert (mailed.status, mailed.channel, mailed.status_reason) == ("sent", "email", None)
         assert waiting is not None and waiting.status == "held"
 
         flows_in = ARTIFACTS / "flows-input.json"
@@ -116,7 +137,7 @@ async def test_an_operator_and_a_viewer_in_a_real_browser(
                     "operator": {"username": "otto", "password": PASSWORDS["otto"]},
                     "viewer": {"username": "vera", "password": PASSWORDS["vera"]},
                     "search_name": "bjørnstad",
-                    "expected_rows": 2,
+                    "expected_rows": 3,
                     "case_id": "C-7",
                     "resolve_note": "Checked the invoice with the creditor: the claim stands.",
                 }
@@ -138,9 +159,9 @@ async def test_an_operator_and_a_viewer_in_a_real_browser(
     assert node.returncode == 0 and out["failures"] == [], json.dumps(out["failures"], indent=2)
 
     # the search found both contacts, and the CSV the browser downloaded holds them
-    assert out["result_rows"] == 2
+    assert out["result_rows"] == 3
     rows = list(csv.DictReader(io.StringIO(out["csv"].lstrip("\ufeff"))))
-    assert {r["contact_id"] for r in rows} == {letter["id"], held["id"]}
+    assert {r["contact_id"] for r in rows} == {letter["id"], mail["id"], held["id"]}
     assert out["csv_filename"].endswith(".csv")
     # the timeline shows what happened, the national id only masked
     assert out["timeline_entries"] >= 4
@@ -155,8 +176,13 @@ async def test_an_operator_and_a_viewer_in_a_real_browser(
     async with sessions() as session:
         resumed = await store.get_contact(session, held["id"])
         events = await store.timeline(session, "D-7")
-    assert resumed is not None and resumed.status == "sent"
+    assert resumed is not None
+    assert (resumed.status, resumed.status_reason) == ("sent", None)
     operator_entries = [e for e in events if e.source == "operator"]
+    # the self-service link clicked inside the e-mail's preview went nowhere: no visit in the debtor's name
+    # (Chromium shows its error page in the frame: the console's policy refused the navigation)
+    assert out["email_link_clicked"] is True and "/s/" not in out["frame_url_after_click"]
+    assert [e for e in events if e.type == "self_service_opened"] == []
     assert any(e.detail.get("operator") == "otto" for e in operator_entries)
     # refusals: a form without its CSRF token, and a viewer's post
     assert out["no_csrf_status"] == 403

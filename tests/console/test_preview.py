@@ -83,6 +83,12 @@ async def test_the_email_preview_is_what_the_smtp_server_received(
     assert by_testid(page, "sha-matches")
     assert_no_inline_code(page)
     assert_no_personal_data_in_urls(page, payload)
+    # the frame may show that HTML and nothing else: a click on the message's self-service link inside it is
+    # blocked, so looking at the e-mail never opens the debtor's page as if the debtor had
+    page_csp = (await vera.get(f"/console/attempts/{attempt['id']}/preview")).headers[
+        "Content-Security-Policy"
+    ]
+    assert f"frame-src http://127.0.0.1:{vera.client.port}{frame.attrs['src']};" in page_csp
 
     response = await vera.get(frame.attrs["src"])
     assert response.status == 200
