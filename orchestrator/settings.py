@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     console_login_max_failures: int = Field(
         5, ge=1, description="Failed sign-ins per username (and 4x that per client address) per window."
     )
+    console_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies in front of the web service (JSON list, e.g. "
+        '`["10.0.0.5"]`): from them the client address is taken from `X-Forwarded-For`, so the sign-in limit '
+        "counts each client, not the proxy. From anyone else the header is ignored.",
+    )
     console_login_window_s: int = Field(
         900, ge=1, description="The window of the sign-in limit; sign-in is refused until it passes."
     )

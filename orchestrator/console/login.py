@@ -72,7 +72,7 @@ async def console_login_submit(request: web.Request) -> web.Response:
                 operator_id=None,
                 action="login_refused_limit",
                 now=utcnow(),
-                detail={"username": username, "client": request.remote or ""},
+                detail={"username": username, "client": security.client_address(request)},
             )
         minutes = max(1, (wait_s + 59) // 60)
         response = _login_page(
@@ -94,7 +94,7 @@ async def console_login_submit(request: web.Request) -> web.Response:
                 operator_id=None,
                 action="login_failed",
                 now=now,
-                detail={"username": username, "client": request.remote or ""},
+                detail={"username": username, "client": security.client_address(request)},
             )
         else:
             token = security.new_token()
@@ -111,11 +111,15 @@ async def console_login_submit(request: web.Request) -> web.Response:
                 },
             )
             await store.audit(
-                db, operator_id=operator.id, action="login", now=now, detail={"client": request.remote or ""}
+                db,
+                operator_id=operator.id,
+                action="login",
+                now=now,
+                detail={"client": security.client_address(request)},
             )
     if operator is None:
         await security.record_login_failure(request, username)
-        log.info("console sign-in failed", client=request.remote)
+        log.info("console sign-in failed", client=security.client_address(request))
         return _login_page(request, 401, "Wrong username or password.", username)
     await security.clear_login_failures(request, username)
     response = web.HTTPSeeOther("/console/search")

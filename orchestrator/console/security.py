@@ -100,13 +100,28 @@ def set_login_cookie(request: web.Request, response: web.StreamResponse, token: 
 # ---- sign-in limit ----
 
 
+def client_address(request: web.Request) -> str:
+    """Who is asking: the peer, or, when the peer is a trusted reverse proxy, the nearest address in
+    ``X-Forwarded-For`` that is not itself a trusted proxy (a client cannot spoof it: only the proxies'
+    own additions are believed, read from the right)."""
+    remote = request.remote or "unknown"
+    trusted = request.app[SETTINGS].console_trusted_proxies
+    if remote not in trusted:
+        return remote
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return remote
+
+
 def _limit_keys(request: web.Request, username: str) -> list[tuple[str, int]]:
     settings = request.app[SETTINGS]
     user = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
     prefix = f"{settings.queue_name}:console:login-failures"
     return [
         (f"{prefix}:user:{user}", settings.console_login_max_failures),
-        (f"{prefix}:addr:{request.remote or 'unknown'}", 4 * settings.console_login_max_failures),
+        (f"{prefix}:addr:{client_address(request)}", 4 * settings.console_login_max_failures),
     ]
 
 

@@ -3,6 +3,7 @@ keep them for http://127.0.0.1), sign-in as one of three operators, and the CSRF
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -91,9 +92,10 @@ async def operators(sessions: Any) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def console_factory(settings: Settings, sessions: Any) -> AsyncIterator[Any]:
-    """``await console_factory()`` -> a new signed-out Console (each with its own cookies) on one server."""
+@contextlib.asynccontextmanager
+async def console_on(settings: Settings) -> AsyncIterator[Any]:
+    """A server of the real app on ``settings``; yields ``make()`` -> a new signed-out Console (each with its
+    own cookies) on it."""
     assert settings.redis_url is not None
     port = _free_port()
     server = TestServer(create_app(settings, redis_url=settings.redis_url), host="127.0.0.1", port=port)
@@ -107,10 +109,19 @@ async def console_factory(settings: Settings, sessions: Any) -> AsyncIterator[An
         clients.append(client)
         return Console(client)
 
-    yield make
-    for client in clients:
-        await client.close()
-    await server.close()
+    try:
+        yield make
+    finally:
+        for client in clients:
+            await client.close()
+        await server.close()
+
+
+@pytest.fixture
+async def console_factory(settings: Settings, sessions: Any) -> AsyncIterator[Any]:
+    """``await console_factory()`` -> a new signed-out Console (each with its own cookies) on one server."""
+    async with console_on(settings) as make:
+        yield make
 
 
 async def signed_in(console_factory: Any, username: str) -> Console:

@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import select
 
 from orchestrator.models import ConsoleAudit
-from tests.console.conftest import PASSWORDS, signed_in
+from orchestrator.settings import Settings
+from tests.console.conftest import PASSWORDS, console_on, signed_in
 
 
 async def test_a_page_of_the_console_sends_a_signed_out_browser_to_sign_in(console_factory: Any) -> None:
@@ -104,3 +105,43 @@ async def test_a_post_from_another_site_is_refused_even_with_the_token(
     response = await console.post("/console/logout", headers={"Origin": "https://evil.example"})
     assert response.status == 403
     assert "otto (operator)" in await console.page("/console/search")
+
+
+async def test_behind_a_trusted_proxy_the_limit_counts_each_client_and_ignores_forged_headers(
+    settings: Settings, sessions: Any, operators: dict[str, str]
+) -> None:
+    async def fail_from(console: Any, forwarded: str, times: int) -> list[int]:
+        statuses = []
+        for n in range(times):
+            await console.get("/console/login")
+            response = await console.post(
+                "/console/login",
+                {"username": f"nobody{n}", "password": "wrong-password-here"},
+                headers={"X-Forwarded-For": forwarded},
+            )
+            statuses.append(response.status)
+        return statuses
+
+    # the test client is the "proxy": 127.0.0.1; with 5 failures allowed an account, 20 are allowed an address
+    proxied = settings.model_copy(update={"console_trusted_proxies": ["127.0.0.1"]})
+    async with console_on(proxied) as factory:
+        mallory = await factory()
+        assert (await fail_from(mallory, "203.0.113.7", 20))[-1] == 401
+        assert (await fail_from(mallory, "203.0.113.7", 1)) == [429]
+        # another client behind the same proxy signs in: the proxy's address is not what was counted
+        otto = await factory()
+        await otto.get("/console/login")
+        ok = await otto.post(
+            "/console/login",
+            {"username": "otto", "password": PASSWORDS["otto"]},
+            headers={"X-Forwarded-For": "198.51.100.20"},
+        )
+        assert ok.status == 200 and "otto (operator)" in await ok.text()
+
+    # without the setting the header is a client's word and is ignored: the peer's address is counted
+    async with console_on(settings) as factory:
+        forger = await factory()
+        statuses = []
+        for n in range(21):
+            statuses += await fail_from(forger, f"198.51.100.{n}", 1)
+        assert statuses[-1] == 429
