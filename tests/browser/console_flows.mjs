@@ -16,8 +16,8 @@ function check(condition, message) {
   return condition;
 }
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+async function shot(page, name, fullPage = true) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage });
   out.steps.push(name);
 }
 
@@ -90,6 +90,10 @@ try {
   await Promise.all([page.waitForURL('**/preview'), page.locator('[data-testid=preview-link]').first().click()]);
   const mailFrame = page.frameLocator('[data-testid=email-html]');
   const link = mailFrame.locator('a[href*="/s/"]').first();
+  await link.waitFor();
+  // the viewport, not the full page: a full-page capture resizes the page and the frame comes out blank
+  await page.locator('[data-testid=email-html]').scrollIntoViewIfNeeded();
+  await shot(page, 'email-preview', false);
   out.email_link_clicked = (await link.count()) === 1;
   if (out.email_link_clicked) {
     await link.click();
@@ -97,7 +101,7 @@ try {
   }
   const frameElement = await page.$('[data-testid=email-html]');
   out.frame_url_after_click = (await frameElement.contentFrame()).url();
-  await shot(page, 'email-preview');
+  await shot(page, 'email-link-refused');
 
   // resolve the dispute from the debtor's page
   await page.goto(debtorUrl);

@@ -192,5 +192,12 @@ async def test_an_operator_and_a_viewer_in_a_real_browser(
     for url in out["urls"]:
         for personal in ("D-7", "C-7", "Ingrid", "rnstad", NATIONAL_ID, "91000007", "debtor7"):
             assert personal not in url, f"{personal!r} in {url}"
-    for step in ("signed-in", "search-results", "timeline", "letter-preview", "dispute-resolved"):
+    for step in (
+        "signed-in",
+        "search-results",
+        "timeline",
+        "letter-preview",
+        "email-preview",
+        "dispute-resolved",
+    ):
         assert (ARTIFACTS / f"{step}.png").stat().st_size > 5000
