@@ -159,16 +159,22 @@ async def _load_session(request: web.Request) -> bool:
     settings = request.app[SETTINGS]
     now = utcnow()
     session_id = token_hash(token)
-    async with write_session(request.app[SESSIONS]) as db:
+    # a plain read on every page; a write (which on SQLite takes the database's lock) only when the session
+    # ends for idleness or its last-seen time is a minute old
+    async with request.app[SESSIONS]() as db:
         found = await store.load_session(db, session_id, now)
-        if found is None:
-            return False
-        console_session, operator = found
-        if console_session.last_seen_at + timedelta(seconds=settings.console_session_idle_s) < now:
-            await store.revoke_session(db, session_id, now)
-            return False
-        if now - console_session.last_seen_at > _TOUCH_EVERY:
-            await store.touch_session(db, session_id, now)
+    if found is None:
+        return False
+    console_session, operator = found
+    idle = console_session.last_seen_at + timedelta(seconds=settings.console_session_idle_s) < now
+    if idle or now - console_session.last_seen_at > _TOUCH_EVERY:
+        async with write_session(request.app[SESSIONS]) as db:
+            if idle:
+                await store.revoke_session(db, session_id, now)
+            else:
+                await store.touch_session(db, session_id, now)
+    if idle:
+        return False
     request[pages.ME] = signed_in(operator)
     request[pages.CSRF] = console_session.csrf_token
     request[pages.SESSION_ID] = session_id

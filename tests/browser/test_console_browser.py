@@ -2,8 +2,8 @@
 against the running app — sign in, search, export CSV, open a timeline, preview a letter, resolve a dispute,
 and a viewer who cannot act; screenshots of each step are kept in ``test-artifacts/browser/``.
 
-``make test`` installs Chromium and playwright-core (``scripts/install-browser.sh``) and requires these tests
-(``ORCH_BROWSER_TESTS=required``); a bare ``pytest`` without them skips them, saying why.
+``make test`` installs Chromium and playwright-core (``scripts/install-browser.sh``); without them these tests
+fail, saying how to install them (they never skip).
 """
 
 from __future__ import annotations
@@ -50,10 +50,7 @@ def _need_a_browser() -> None:
     missing = _browser_missing()
     if missing is None:
         return
-    message = f"{missing}: `make test` (or scripts/install-browser.sh) installs it"
-    if os.environ.get("ORCH_BROWSER_TESTS") == "required":
-        pytest.fail(message)
-    pytest.skip(message)
+    pytest.fail(f"{missing}: `make test` (or scripts/install-browser.sh) installs it")
 
 
 def _free_port() -> int:

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import CookieJar
 from aiohttp.test_utils import TestClient, TestServer
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from channels.letter import close_default_renderer
 from channels.sms.encoding import analyse
 from orchestrator.console.preview import EMAIL_CSP
 from orchestrator.models import ConsoleAudit
@@ -34,13 +31,6 @@ from tests.console.test_debtors import (
     post_contact,
 )
 from tests.factories import contact_payload, open_clock
-
-
-@pytest.fixture(autouse=True)
-async def _renderer() -> AsyncIterator[None]:
-    """A letter rendered again for a preview starts the shared render pool in this process: stop it."""
-    yield
-    await close_default_renderer()
 
 
 def _normalise(text: str) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from orchestrator.models import ConsoleAudit
+from orchestrator.models import ConsoleAudit, ConsoleSession
 from orchestrator.settings import Settings
 from tests.console.conftest import PASSWORDS, console_on, signed_in
 
@@ -145,3 +146,18 @@ async def test_behind_a_trusted_proxy_the_limit_counts_each_client_and_ignores_f
         for n in range(21):
             statuses += await fail_from(forger, f"198.51.100.{n}", 1)
         assert statuses[-1] == 429
+
+
+async def test_a_session_idle_longer_than_allowed_ends_and_stays_ended(
+    console_factory: Any, operators: dict[str, str], sessions: Any
+) -> None:
+    console = await signed_in(console_factory, "otto")
+    async with sessions() as session, session.begin():
+        # as if the operator had left the page open for 31 minutes (the default allows 30)
+        await session.execute(
+            update(ConsoleSession).values(last_seen_at=datetime.now(UTC) - timedelta(minutes=31))
+        )
+    assert (await console.get("/console/search", allow_redirects=False)).status == 303
+    async with sessions() as session:
+        [row] = (await session.execute(select(ConsoleSession))).scalars()
+    assert row.revoked_at is not None
